@@ -1,0 +1,17 @@
+"""geoparam: constrained weights for PyTorch.
+
+Orthogonal, unitary and normalised weights as drop-in replacements for
+:mod:`torch.nn.utils.parametrizations`, with fast structure-exploiting kernels.
+
+Example:
+    >>> import torch
+    >>> import geoparam
+    >>> layer = geoparam.orthogonal(torch.nn.Linear(8, 8))
+    >>> torch.allclose(layer.weight.T @ layer.weight, torch.eye(8), atol=1e-5)
+    True
+"""
+
+from .constraints import orthogonal, spectral_norm, weight_norm
+
+__all__ = ["orthogonal", "spectral_norm", "weight_norm"]
+__version__ = "0.1.0"

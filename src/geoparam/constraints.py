@@ -1,0 +1,183 @@
+"""Front doors: validate the arguments, build a parametrization, register it."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ._registration import register
+from .manifolds import ORTHOGONAL_MAPS, Orthogonal, SpectralNorm, WeightNorm
+
+__all__ = ["orthogonal", "spectral_norm", "weight_norm"]
+
+_CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+
+
+def _tensor_to_constrain(module: nn.Module, name: str, constraint: str) -> Tensor:
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{constraint}: expected an nn.Module, got {type(module).__name__}.")
+    tensor = getattr(module, name, None)
+    if not isinstance(tensor, Tensor):
+        names = [n for n, _ in module.named_parameters(recurse=False)]
+        names += [n for n, _ in module.named_buffers(recurse=False)]
+        names += list(getattr(module, "parametrizations", {}).keys())
+        raise ValueError(
+            f"{constraint}: module '{type(module).__name__}' has no parameter or buffer with name "
+            f"'{name}' (its tensors: {', '.join(sorted(set(names))) or 'none'})."
+        )
+    if not (tensor.is_floating_point() or tensor.is_complex()):
+        raise ValueError(
+            f"{constraint}: {type(module).__name__}.{name} has dtype {tensor.dtype}; "
+            "expected a floating-point or complex tensor."
+        )
+    return tensor
+
+
+def orthogonal(
+    module: nn.Module,
+    name: str = "weight",
+    orthogonal_map: str | None = None,
+    *,
+    use_trivialization: bool = True,
+) -> nn.Module:
+    r"""Constrain ``module.<name>`` to be orthogonal (real) or unitary (complex).
+
+    A weight ``Q`` of shape ``(..., m, n)`` satisfies ``QᴴQ = I`` if ``m >= n`` and ``QQᴴ = I``
+    otherwise; leading dimensions are a batch. A drop-in for
+    :func:`torch.nn.utils.parametrizations.orthogonal`: same arguments, defaults, errors and
+    ``state_dict`` keys, so checkpoints load in either library. See
+    :class:`geoparam.manifolds.Orthogonal` for the maps.
+
+    The initial value is the current weight when it is already orthogonal and its QR
+    orthogonalisation (with ``diag(R) >= 0``) otherwise; the weight is never resampled. Unlike
+    torch, the Householder map keeps every column sign at ``±1`` under weight decay.
+
+    Args:
+        module: the module holding the tensor.
+        name: the tensor's name. Default: ``"weight"``.
+        orthogonal_map: ``"matrix_exp"``, ``"cayley"`` or ``"householder"``. Default:
+            ``"matrix_exp"`` for a square or complex weight, ``"householder"`` otherwise.
+        use_trivialization: keep a base ``B`` so that ``Q = B · φ(X)`` (dynamic
+            trivialization). Default: ``True``.
+
+    Returns:
+        ``module``, with the parametrization registered.
+
+    Raises:
+        ValueError: no tensor called ``name``; a tensor with fewer than two dimensions or of an
+            integer dtype; an unknown map; the Householder map on a complex tensor.
+
+    Example:
+        >>> layer = orthogonal(nn.Linear(20, 40))
+        >>> Q = layer.weight
+        >>> torch.allclose(Q.T @ Q, torch.eye(20), atol=1e-5)
+        True
+    """
+    weight = _tensor_to_constrain(module, name, "orthogonal")
+    where = f"{type(module).__name__}.{name}"
+    if weight.ndim < 2:
+        raise ValueError(
+            f"orthogonal: {where} has shape {tuple(weight.shape)}; expected a matrix or batch of "
+            f"matrices. Got a tensor of {weight.ndim} dimensions."
+        )
+    if orthogonal_map is None:
+        square = weight.size(-2) == weight.size(-1)
+        orthogonal_map = "matrix_exp" if square or weight.is_complex() else "householder"
+    if orthogonal_map not in ORTHOGONAL_MAPS:
+        raise ValueError(
+            'orthogonal_map has to be one of "matrix_exp", "cayley", "householder". '
+            f"Got: {orthogonal_map!r} (for {where})"
+        )
+    if orthogonal_map == "householder" and weight.is_complex():
+        raise ValueError(
+            f"orthogonal: {where} is complex ({weight.dtype}); the householder parametrization "
+            'does not support complex tensors. Use "matrix_exp" or "cayley".'
+        )
+    parametrization = Orthogonal(
+        weight.shape, orthogonal_map, use_trivialization=use_trivialization
+    )
+    register(module, name, parametrization, unsafe=True)
+    return module
+
+
+def weight_norm(module: nn.Module, name: str = "weight", dim: int | None = 0) -> nn.Module:
+    r"""Split ``module.<name>`` into a magnitude and a direction: ``w = g · v / ‖v‖``.
+
+    A drop-in for :func:`torch.nn.utils.parametrizations.weight_norm`: ``g`` and ``v`` are stored
+    as ``parametrizations.<name>.original0`` and ``original1``. Checkpoints of torch's older
+    :func:`torch.nn.utils.weight_norm` (keys ``<name>_g`` and ``<name>_v``) load too. Applying
+    and removing the constraint any number of times leaves a single load hook on the module.
+
+    Args:
+        module: the module holding the tensor.
+        name: the tensor's name. Default: ``"weight"``.
+        dim: the dimension kept by the norm (``0``: one norm per output channel), or ``None`` for
+            the norm of the whole tensor. As in torch, ``-1`` also means the whole tensor.
+            Default: ``0``.
+
+    Returns:
+        ``module``, with the parametrization registered.
+
+    Raises:
+        ValueError: no tensor called ``name``.
+        IndexError: ``dim`` is out of range.
+
+    Example:
+        >>> layer = weight_norm(nn.Linear(20, 40))
+        >>> layer.parametrizations.weight.original0.shape
+        torch.Size([40, 1])
+        >>> layer.parametrizations.weight.original1.shape
+        torch.Size([40, 20])
+    """
+    weight = _tensor_to_constrain(module, name, "weight_norm")
+    if dim is not None and not -weight.ndim <= dim < max(weight.ndim, 1):
+        raise IndexError(
+            f"weight_norm: dim={dim} is out of range for {type(module).__name__}.{name} of shape "
+            f"{tuple(weight.shape)} (expected to be in range of [-{weight.ndim}, "
+            f"{weight.ndim - 1}], or None)."
+        )
+    register(module, name, WeightNorm(dim), unsafe=True)
+    return module
+
+
+def spectral_norm(
+    module: nn.Module,
+    name: str = "weight",
+    n_power_iterations: int = 1,
+    eps: float = 1e-12,
+    dim: int | None = None,
+) -> nn.Module:
+    r"""Divide ``module.<name>`` by its spectral norm: ``W / σ(W)``, estimated by power iteration.
+
+    A drop-in for :func:`torch.nn.utils.parametrizations.spectral_norm`: buffers ``_u`` and
+    ``_v`` hold the singular-vector estimates, warmed up by 15 iterations here and refined by
+    ``n_power_iterations`` each time the weight is read in training mode. Weights with more than
+    two dimensions are reshaped to ``(size(dim), -1)``; a 1-D weight is divided by its norm.
+    Checkpoints of torch's older hook-based :func:`torch.nn.utils.spectral_norm` (keys
+    ``<name>_orig``, ``<name>_u``, ``<name>_v``) load too.
+
+    Args:
+        module: the module holding the tensor.
+        name: the tensor's name. Default: ``"weight"``.
+        n_power_iterations: power iterations per training-mode read. Default: ``1``.
+        eps: floor on norms in the power iteration. Default: ``1e-12``.
+        dim: the output dimension. Default: ``1`` for ``ConvTranspose1d/2d/3d``, else ``0``.
+
+    Returns:
+        ``module``, with the parametrization registered.
+
+    Raises:
+        ValueError: no tensor called ``name``; ``n_power_iterations <= 0``.
+        IndexError: ``dim`` is out of range.
+
+    Example:
+        >>> layer = spectral_norm(nn.Linear(20, 40))
+        >>> sigma = torch.linalg.matrix_norm(layer.weight, 2)
+        >>> bool(abs(sigma - 1) < 0.1)
+        True
+    """
+    weight = _tensor_to_constrain(module, name, "spectral_norm")
+    if dim is None:
+        dim = 1 if isinstance(module, _CONV_TRANSPOSE) else 0
+    register(module, name, SpectralNorm(weight, n_power_iterations, dim, eps), unsafe=False)
+    return module

@@ -1,0 +1,20 @@
+"""Kernels: differentiable functions on tensors, with no knowledge of modules."""
+
+from .cayley import cayley
+from .expm import expm_skew
+from .householder import householder_product
+from .orthogonalize import householder_reflectors, is_orthogonal, qr_positive
+from .power import power_iteration_
+from .stiefel import stiefel_cayley, stiefel_expm
+
+__all__ = [
+    "cayley",
+    "expm_skew",
+    "householder_product",
+    "householder_reflectors",
+    "is_orthogonal",
+    "power_iteration_",
+    "qr_positive",
+    "stiefel_cayley",
+    "stiefel_expm",
+]

@@ -1,0 +1,81 @@
+"""Projections onto orthogonal matrices and the inverse of the Householder map."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["householder_reflectors", "is_orthogonal", "qr_positive"]
+
+
+def is_orthogonal(Q: Tensor) -> bool:
+    """Whether ``Q`` (shape ``(..., n, k)``, ``n >= k``) has orthonormal columns.
+
+    The tolerance is ``10 · n · eps`` of ``Q``'s dtype on every entry of ``QᴴQ - I``, the test
+    that ``torch.nn.utils.parametrizations.orthogonal`` uses to decide whether to keep a weight.
+
+    Example:
+        >>> is_orthogonal(torch.eye(3))
+        True
+        >>> is_orthogonal(2 * torch.eye(3))
+        False
+    """
+    n, k = Q.size(-2), Q.size(-1)
+    eye = torch.eye(k, dtype=Q.dtype, device=Q.device)
+    atol = 10.0 * n * torch.finfo(Q.dtype).eps
+    return torch.allclose(Q.mH @ Q, eye, atol=atol)
+
+
+def qr_positive(A: Tensor) -> Tensor:
+    """The ``Q`` factor of ``A = QR`` with ``diag(R)`` real and non-negative.
+
+    This normalisation makes the factor unique for a full-rank ``A``, so an orthogonal
+    ``A`` maps to itself. Where a diagonal entry of ``R`` is exactly zero (a rank-deficient
+    ``A``) its column keeps LAPACK's sign instead of being zeroed.
+
+    Args:
+        A: tensor of shape ``(..., n, k)`` with ``n >= k``, real or complex.
+
+    Returns:
+        Tensor of shape ``(..., n, k)`` with orthonormal columns.
+
+    Example:
+        >>> A = torch.randn(5, 3, dtype=torch.float64)
+        >>> Q = qr_positive(A)
+        >>> bool((Q.mT @ A).diagonal().min() > 0)
+        True
+    """
+    reflectors, tau = torch.geqrf(A)
+    Q = torch.linalg.householder_product(reflectors, tau)
+    signs = reflectors.diagonal(dim1=-2, dim2=-1).sgn()
+    signs = torch.where(signs == 0, torch.ones_like(signs), signs)
+    return Q * signs.unsqueeze(-2)
+
+
+def householder_reflectors(Q: Tensor) -> Tensor:
+    """Reflectors ``X`` with ``householder(X) · diag(sign(diag X)) = qr_positive(Q)``.
+
+    The inverse of the Householder orthogonal map: the strictly lower part of the result holds
+    the reflector tails (unit diagonal implied, ``tau = 2/‖v‖²``) and its diagonal holds the
+    column signs (``±1``); the upper part keeps LAPACK's ``R`` entries, which the map ignores
+    (they are kept so that the stored tensor matches torch's bit for bit). Columns where LAPACK applies no reflection
+    (``tau = 0``) get a ``-1`` sign, since an identity reflector is read as a reflection by the
+    forward map.
+
+    Args:
+        Q: real tensor of shape ``(..., n, k)`` with ``n >= k``.
+
+    Returns:
+        Tensor of the same shape.
+
+    Example:
+        >>> Q = qr_positive(torch.randn(4, 4, dtype=torch.float64))
+        >>> X = householder_reflectors(Q)
+        >>> sorted(X.diagonal().abs().tolist())
+        [1.0, 1.0, 1.0, 1.0]
+    """
+    X, tau = torch.geqrf(Q)
+    diagonal = X.diagonal(dim1=-2, dim2=-1)
+    diagonal.sign_()
+    diagonal[tau == 0.0] *= -1
+    return X

@@ -1,0 +1,37 @@
+"""Power iteration for the largest singular value of a matrix."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["power_iteration_"]
+
+
+@torch.no_grad()
+def power_iteration_(W: Tensor, u: Tensor, v: Tensor, n_iterations: int, eps: float) -> None:
+    """Refine, in place, the estimates ``u``, ``v`` of ``W``'s top singular vectors.
+
+    Each iteration sets ``u ← normalize(W v)`` then ``v ← normalize(Wᴴ u)``, after which
+    ``σ ≈ uᴴ W v`` (Miyato et al., "Spectral Normalization for Generative Adversarial
+    Networks", ICLR 2018). The vectors are written in place (``out=``) so that replicas made by
+    ``DataParallel``, which share the buffers' storage, update the original module.
+
+    Args:
+        W: matrix of shape ``(h, w)``.
+        u: unit vector of shape ``(h,)``, updated in place.
+        v: unit vector of shape ``(w,)``, updated in place.
+        n_iterations: number of iterations (``>= 1``).
+        eps: floor on the norms, to avoid dividing by zero.
+
+    Example:
+        >>> W = torch.diag(torch.tensor([3.0, 1.0]))
+        >>> u, v = torch.tensor([0.6, 0.8]), torch.tensor([0.8, 0.6])
+        >>> power_iteration_(W, u, v, 20, 1e-12)
+        >>> round(float(u @ W @ v), 4)
+        3.0
+    """
+    for _ in range(n_iterations):
+        F.normalize(torch.mv(W, v), dim=0, eps=eps, out=u)
+        F.normalize(torch.mv(W.mH, u), dim=0, eps=eps, out=v)

@@ -1,0 +1,137 @@
+"""Orthogonal maps for tall matrices (the Stiefel manifold) in ``O(nk² + k³)``.
+
+Torch's ``orthogonal`` parametrization maps an ``n x k`` weight ``X`` through the skew ``n x n``
+matrix ``A = [L, 0] - [L, 0]ᴴ`` (``L = X.tril()``) and keeps the first ``k`` columns of ``exp(A)``
+or of its Cayley transform, at ``O(n³)``. Splitting ``L = [L₁; X₂]`` with ``L₁`` the ``k x k``
+lower-triangular top block gives
+
+    A = [[A₁₁, -X₂ᴴ],
+         [X₂,    0 ]],      A₁₁ = L₁ - L₁ᴴ,
+
+and ``A`` maps every ``[P; X₂ S]`` (``P``, ``S`` of size ``k x k``) to
+``[A₁₁ P - C S; X₂ P]`` with ``C = X₂ᴴ X₂``. So the span of the first ``k`` columns of ``I`` and
+the columns of ``[0; X₂]`` is invariant under ``A``, and ``A`` acts on the coordinates ``(P, S)``
+as the ``2k x 2k`` matrix ``M = [[A₁₁, -C], [I, 0]]``: for any function ``f`` analytic on the
+spectrum, ``f(A)[:, :k] = [P; X₂ S]`` with ``[P; S] = f(M)[:, :k]``. Every eigenvalue of ``M`` is
+imaginary (``λ² - λ sᴴA₁₁s + sᴴCs = 0`` for a unit eigenvector's lower half ``s``), like ``A``'s.
+No factorisation of ``X₂`` is needed, so the maps stay smooth at ``X₂ = 0``, where training starts.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["stiefel_cayley", "stiefel_expm"]
+
+# Dtypes without LAPACK kernels on every device; the maps run in float32 and cast back.
+_UPCAST = (torch.float16, torch.bfloat16)
+
+
+def _split(X: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Blocks ``A₁₁``, ``X₂`` and ``C = X₂ᴴ X₂`` of the skew embedding of a tall ``X``."""
+    if X.dim() < 2 or X.size(-2) < X.size(-1):
+        raise ValueError(
+            f"expected a tall matrix of shape (..., n, k) with n >= k, got shape {tuple(X.shape)}"
+        )
+    k = X.size(-1)
+    L1 = X[..., :k, :].tril()
+    # Rows k.. of X.tril() are whole rows of X: row i >= k keeps columns j <= k - 1 < i.
+    X2 = X[..., k:, :]
+    return L1 - L1.mH, X2, X2.mH @ X2
+
+
+def stiefel_expm(X: Tensor) -> Tensor:
+    """First ``k`` columns of ``exp(A)``, with ``A`` the skew embedding of a tall ``X``.
+
+    The map of ``torch.nn.utils.parametrizations.orthogonal(..., orthogonal_map="matrix_exp")``
+    on an ``n x k`` weight, computed in ``O(nk² + k³)`` instead of ``O(n³)``. With the blocks of
+    the module docstring, ``exp(A)[:, :k] = [P; X₂ S]`` where ``[P; S] = exp(M)[:, :k]`` and
+    ``M = [[A₁₁, -C], [I, 0]]``. Scaling the coordinate ``S`` by ``c = √‖C‖_F`` gives the
+    similar matrix ``M_c = [[A₁₁, -C/c], [c I, 0]]`` whose off-diagonal blocks both have the
+    size of ``X₂``, so ``‖M_c‖ ≈ ‖A‖`` and :func:`torch.matrix_exp` (Padé scaling and squaring)
+    needs no more squarings than on ``A`` itself; then ``S = (exp(M_c)[k:, :k]) / c``.
+    ``M_c`` is not skew, hence the general exponential; it costs ``O(k³)``.
+
+    Args:
+        X: tensor of shape ``(..., n, k)`` with ``n >= k``; float32/64, complex64/128, or
+            float16/bfloat16 (computed in float32 and cast back).
+
+    Returns:
+        Tensor of shape ``(..., n, k)`` with orthonormal columns, equal to
+        ``torch.matrix_exp(A)[..., :k]`` up to rounding.
+
+    Raises:
+        ValueError: if ``X`` is not a (batch of) tall matrices.
+
+    Example:
+        >>> X = torch.randn(6, 2)
+        >>> Q = stiefel_expm(X)
+        >>> torch.allclose(Q.mT @ Q, torch.eye(2), atol=1e-5)
+        True
+        >>> A = torch.cat([X.tril(), torch.zeros(6, 4)], dim=-1)
+        >>> torch.allclose(Q, torch.matrix_exp(A - A.mT)[:, :2], atol=1e-5)
+        True
+    """
+    if X.dtype in _UPCAST:
+        return stiefel_expm(X.float()).to(X.dtype)
+    A11, X2, C = _split(X)
+    k = X.size(-1)
+    # c only rescales a coordinate, so the result does not depend on it: detach it, which also
+    # keeps the infinite derivative of the square root at C = 0 out of the graph.
+    norm = torch.linalg.matrix_norm(C.detach()).unsqueeze(-1).unsqueeze(-1)
+    c = torch.where(norm > 0, norm.sqrt(), torch.ones_like(norm))
+    eye = torch.eye(k, dtype=X.dtype, device=X.device).expand_as(A11)
+    M = torch.cat(
+        [torch.cat([A11, -C / c], dim=-1), torch.cat([c * eye, torch.zeros_like(A11)], dim=-1)],
+        dim=-2,
+    )
+    E = torch.matrix_exp(M)[..., :k]
+    return torch.cat([E[..., :k, :], X2 @ (E[..., k:, :] / c)], dim=-2)
+
+
+def stiefel_cayley(X: Tensor) -> Tensor:
+    """First ``k`` columns of the Cayley transform of the skew embedding of a tall ``X``.
+
+    The map of ``torch.nn.utils.parametrizations.orthogonal(..., orthogonal_map="cayley")``
+    on an ``n x k`` weight, ``(I - A/2)⁻¹ (I + A/2)[:, :k]``, computed in ``O(nk² + k³)``.
+    Since ``(I - A/2)⁻¹ (I + A/2) = 2 (I - A/2)⁻¹ - I``, only ``Z = (I - A/2)⁻¹ [I; 0]`` is
+    needed. Its lower block row reads ``Z₂ = X₂ Z₁ / 2``; eliminating it from the upper one (the
+    Woodbury identity for the rank-``2k`` part of ``A``) leaves the ``k x k`` system
+
+        K Z₁ = I,      K = I - A₁₁/2 + C/4,
+
+    whose Hermitian part ``I + C/4`` is ``≥ I``, so ``K`` is always invertible. Hence
+    ``Q = [K⁻¹ (2I - K); X₂ K⁻¹]``.
+
+    Args:
+        X: tensor of shape ``(..., n, k)`` with ``n >= k``; float32/64, complex64/128, or
+            float16/bfloat16 (computed in float32 and cast back).
+
+    Returns:
+        Tensor of shape ``(..., n, k)`` with orthonormal columns, equal to the ``n x n``
+        Cayley transform's first ``k`` columns up to rounding.
+
+    Raises:
+        ValueError: if ``X`` is not a (batch of) tall matrices.
+
+    Example:
+        >>> X = torch.randn(6, 2)
+        >>> Q = stiefel_cayley(X)
+        >>> torch.allclose(Q.mT @ Q, torch.eye(2), atol=1e-5)
+        True
+        >>> A = torch.cat([X.tril(), torch.zeros(6, 4)], dim=-1)
+        >>> I = torch.eye(6)
+        >>> Q_ref = torch.linalg.solve(I - (A - A.mT) / 2, I + (A - A.mT) / 2)[:, :2]
+        >>> torch.allclose(Q, Q_ref, atol=1e-5)
+        True
+    """
+    if X.dtype in _UPCAST:
+        return stiefel_cayley(X.float()).to(X.dtype)
+    A11, X2, C = _split(X)
+    eye = torch.eye(X.size(-1), dtype=X.dtype, device=X.device)
+    K = eye - 0.5 * A11 + 0.25 * C
+    # One solve for both blocks: [K⁻¹; K⁻¹ (2I - K)], stacked as right-hand sides.
+    Kinv = torch.linalg.solve(K, torch.cat([eye.expand_as(K), 2 * eye - K], dim=-1))
+    k = X.size(-1)
+    return torch.cat([Kinv[..., k:], X2 @ Kinv[..., :k]], dim=-2)

@@ -1,0 +1,128 @@
+"""Norm constraints: weight normalisation and spectral normalisation."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..linalg import power_iteration_
+
+__all__ = ["SpectralNorm", "WeightNorm"]
+
+
+class WeightNorm(nn.Module):
+    r"""Splits a weight into a magnitude ``g`` and a direction ``v``: ``w = g · v / ‖v‖``.
+
+    The norm is taken over every dimension but ``dim`` (Salimans & Kingma, "Weight
+    Normalization", NeurIPS 2016). ``dim=None`` (stored as ``-1``, as torch does) uses the norm of
+    the whole tensor; other negative values count from the end, except ``-1`` which torch reserves
+    for the whole tensor. The two tensors are registered as ``original0`` (``g``) and
+    ``original1`` (``v``), the keys of :func:`torch.nn.utils.parametrizations.weight_norm`.
+
+    Args:
+        dim: the dimension kept by the norm, or ``None`` for the whole tensor. Default: ``0``.
+
+    Example:
+        >>> param = WeightNorm(dim=0)
+        >>> g, v = param.right_inverse(torch.randn(4, 3))
+        >>> g.shape, v.shape
+        (torch.Size([4, 1]), torch.Size([4, 3]))
+    """
+
+    def __init__(self, dim: int | None = 0) -> None:
+        super().__init__()
+        self.dim = -1 if dim is None else dim
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+    def forward(self, weight_g: Tensor, weight_v: Tensor) -> Tensor:
+        return torch._weight_norm(weight_v, weight_g, self.dim)
+
+    def right_inverse(self, weight: Tensor) -> tuple[Tensor, Tensor]:
+        """Return ``(g, v)`` with ``g = ‖weight‖`` (over all dimensions but ``dim``), ``v = weight``."""
+        return torch.norm_except_dim(weight, 2, self.dim), weight
+
+
+class SpectralNorm(nn.Module):
+    r"""Divides a weight by its largest singular value: ``W / σ(W)``.
+
+    ``σ`` is estimated by power iteration on the weight reshaped to a matrix with ``dim`` as its
+    rows (Miyato et al., ICLR 2018). The singular-vector estimates ``_u`` and ``_v`` are
+    persistent buffers, warmed up by 15 iterations at construction and refined by
+    ``n_power_iterations`` more each time the weight is read in training mode; in eval mode they
+    are frozen, so the weight is a fixed function of the parameter. A 1-D weight is simply
+    divided by its norm, which is exact.
+
+    Args:
+        weight: the weight to be normalised (used for its shape and initial vectors).
+        n_power_iterations: power iterations per read in training mode. Default: ``1``.
+        dim: the dimension of output features. Default: ``0``.
+        eps: floor on norms in the power iteration. Default: ``1e-12``.
+
+    Raises:
+        IndexError: ``dim`` is out of range for the weight.
+        ValueError: ``n_power_iterations`` is not positive.
+
+    Example:
+        >>> W = torch.randn(6, 4)
+        >>> param = SpectralNorm(W, n_power_iterations=3)
+        >>> round(float(torch.linalg.matrix_norm(param(W), 2)), 2)
+        1.0
+    """
+
+    _u: Tensor
+    _v: Tensor
+
+    def __init__(
+        self, weight: Tensor, n_power_iterations: int = 1, dim: int = 0, eps: float = 1e-12
+    ) -> None:
+        super().__init__()
+        ndim = weight.ndim
+        if not -ndim <= dim < ndim:
+            raise IndexError(
+                f"spectral_norm: dim={dim} is out of range for a weight of shape "
+                f"{tuple(weight.shape)} (expected to be in range of [-{ndim}, {ndim - 1}])"
+            )
+        if n_power_iterations <= 0:
+            raise ValueError(
+                "Expected n_power_iterations to be positive, but got "
+                f"n_power_iterations={n_power_iterations}"
+            )
+        self.dim = dim % ndim
+        self.eps = eps
+        if ndim > 1:
+            self.n_power_iterations = n_power_iterations
+            weight_mat = self._as_matrix(weight)
+            h, w = weight_mat.shape
+            u = F.normalize(weight_mat.new_empty(h).normal_(0, 1), dim=0, eps=eps)
+            v = F.normalize(weight_mat.new_empty(w).normal_(0, 1), dim=0, eps=eps)
+            self.register_buffer("_u", u)
+            self.register_buffer("_v", v)
+            power_iteration_(weight_mat, self._u, self._v, 15, eps)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, eps={self.eps}"
+
+    def _as_matrix(self, weight: Tensor) -> Tensor:
+        if self.dim != 0:
+            weight = weight.movedim(self.dim, 0)
+        return weight.flatten(1)
+
+    def forward(self, weight: Tensor) -> Tensor:
+        if weight.ndim == 1:
+            return F.normalize(weight, dim=0, eps=self.eps)
+        weight_mat = self._as_matrix(weight)
+        if self.training:
+            power_iteration_(weight_mat, self._u, self._v, self.n_power_iterations, self.eps)
+        # Clones, because the in-place updates of a second forward (the GAN pattern: D(real) and
+        # D(fake) before one backward) must not overwrite what the first one's graph saved.
+        u = self._u.clone(memory_format=torch.contiguous_format)
+        v = self._v.clone(memory_format=torch.contiguous_format)
+        sigma = torch.vdot(u, torch.mv(weight_mat, v))
+        return weight / sigma
+
+    def right_inverse(self, value: Tensor) -> Tensor:
+        """Store the assigned tensor as it is: any non-zero weight is a valid pre-image."""
+        return value

@@ -1,0 +1,187 @@
+"""Orthogonal and unitary matrices: the parametrization behind :func:`geoparam.orthogonal`."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..linalg import (
+    cayley,
+    expm_skew,
+    householder_product,
+    householder_reflectors,
+    is_orthogonal,
+    qr_positive,
+    stiefel_cayley,
+    stiefel_expm,
+)
+
+__all__ = ["ORTHOGONAL_MAPS", "Orthogonal", "OrthogonalMap"]
+
+OrthogonalMap = Literal["matrix_exp", "cayley", "householder"]
+ORTHOGONAL_MAPS: tuple[str, ...] = ("matrix_exp", "cayley", "householder")
+
+
+def _column_signs(X: Tensor) -> Tensor:
+    # The Householder map reads one sign per column from the diagonal. torch casts the diagonal
+    # with `.int()`, so weight decay that shrinks -1 to -0.99997 truncates it to 0 and zeroes a
+    # column. Comparing with zero keeps every sign at exactly +-1 whatever the optimizer does.
+    diagonal = X.diagonal(dim1=-2, dim2=-1)
+    one = torch.ones((), dtype=X.dtype, device=X.device)
+    return torch.where(diagonal < 0, -one, one).unsqueeze(-2)
+
+
+class Orthogonal(nn.Module):
+    r"""Maps an unconstrained tensor onto matrices with orthonormal columns (or rows).
+
+    For a tensor of shape ``(..., m, n)`` the output ``Q`` satisfies ``QᴴQ = I`` if ``m >= n`` and
+    ``QQᴴ = I`` otherwise. A wide input is handled as the transpose of a tall one. With ``k`` the
+    smaller and ``n`` the larger side, the maps are
+
+    * ``"matrix_exp"``: ``Q = B · exp(A)[:, :k]``, ``A = [L, 0] - [L, 0]ᴴ``, ``L = X.tril()``;
+    * ``"cayley"``: the same with ``(I - A/2)⁻¹ (I + A/2)`` in place of ``exp(A)``;
+    * ``"householder"``: ``Q = B · H₁⋯H_k[:, :k] · diag(sign(diag X))`` with reflectors read
+      from the strictly lower part of ``X`` (real tensors only);
+
+    where the base ``B`` (an ``n x n`` orthogonal buffer, *dynamic trivialization*,
+    Lezcano-Casado 2019) is present when ``use_trivialization=True`` and is ``I`` otherwise.
+    These are the maps of :func:`torch.nn.utils.parametrizations.orthogonal`, so the stored
+    tensors mean the same thing in both libraries.
+
+    Args:
+        shape: shape of the weight, at least two dimensions.
+        orthogonal_map: ``"matrix_exp"``, ``"cayley"`` or ``"householder"``.
+        use_trivialization: whether to keep a ``base`` buffer. Default: ``True``.
+
+    Example:
+        >>> param = Orthogonal(torch.Size([5, 3]), "cayley")
+        >>> X = param.right_inverse(torch.randn(5, 3))
+        >>> Q = param(X)
+        >>> torch.allclose(Q.mT @ Q, torch.eye(3), atol=1e-5)
+        True
+    """
+
+    base: Tensor | None
+
+    def __init__(
+        self,
+        shape: torch.Size,
+        orthogonal_map: OrthogonalMap,
+        *,
+        use_trivialization: bool = True,
+    ) -> None:
+        super().__init__()
+        self.shape = torch.Size(shape)
+        self.orthogonal_map = orthogonal_map
+        if use_trivialization:
+            self.register_buffer("base", None)
+
+    @property
+    def use_trivialization(self) -> bool:
+        """Whether the map is composed with a ``base`` buffer."""
+        return hasattr(self, "base")
+
+    def extra_repr(self) -> str:
+        return f"orthogonal_map={self.orthogonal_map!r}, use_trivialization={self.use_trivialization}"
+
+    def forward(self, X: Tensor) -> Tensor:
+        transposed = X.size(-2) < X.size(-1)
+        if transposed:
+            X = X.mT
+        Q = self._tall_map(X)
+        if self.use_trivialization:
+            Q = self.base @ Q
+        return Q.mT if transposed else Q
+
+    def _tall_map(self, X: Tensor) -> Tensor:
+        # X is (..., n, k) with n >= k.
+        if self.orthogonal_map == "householder":
+            return householder_product(X) * _column_signs(X)
+        if X.size(-2) == X.size(-1):
+            L = X.tril()
+            A = L - L.mH
+            return expm_skew(A) if self.orthogonal_map == "matrix_exp" else cayley(A)
+        return stiefel_expm(X) if self.orthogonal_map == "matrix_exp" else stiefel_cayley(X)
+
+    @torch.no_grad()
+    def right_inverse(self, Q: Tensor) -> Tensor:
+        """Return an ``X`` with ``forward(X) = Q``, orthogonalising ``Q`` first if needed.
+
+        With trivialization, ``Q`` (orthogonalised by QR with ``diag(R) >= 0`` unless it already
+        has orthonormal columns; a tall ``Q`` is completed to a square one with random columns)
+        becomes the ``base`` and ``X`` is the point that the map sends to ``I``. Without it, only
+        the Householder map can be inverted.
+
+        Raises:
+            ValueError: ``Q`` does not have the parametrized tensor's shape.
+            NotImplementedError: ``"matrix_exp"`` or ``"cayley"`` without trivialization.
+        """
+        if Q.shape != self.shape:
+            raise ValueError(
+                f"Cannot assign a tensor of shape {tuple(Q.shape)} to an orthogonal tensor of "
+                f"shape {tuple(self.shape)}: expected a matrix or batch of matrices of shape "
+                f"{tuple(self.shape)}."
+            )
+        Q_init = Q
+        transposed = Q.size(-2) < Q.size(-1)
+        if transposed:
+            Q = Q.mT
+        n, k = Q.size(-2), Q.size(-1)
+
+        if not self.use_trivialization:
+            if self.orthogonal_map != "householder":
+                raise NotImplementedError(
+                    "It is not possible to assign to the matrix exponential or the Cayley "
+                    "parametrizations when use_trivialization=False."
+                )
+            X = householder_reflectors(Q)
+            return X.mT if transposed else X
+
+        if n == k:
+            Q = Q.clone() if is_orthogonal(Q) else qr_positive(Q)
+        else:
+            # Complete to an n x n orthogonal base: the extra columns only set the directions
+            # the weight can rotate into. The same draw as torch keeps seeded runs identical.
+            fill = torch.randn(*Q.shape[:-2], n, n - k, dtype=Q.dtype, device=Q.device)
+            Q = qr_positive(torch.cat([Q, fill], dim=-1))
+        self.base = Q
+
+        # Every map sends this X to I: for the Householder map each reflector is e_i (a sign
+        # flip) and the diagonal's -1 undoes it; for the others A = 0.
+        X = torch.zeros_like(Q_init)
+        X.diagonal(dim1=-2, dim2=-1).fill_(-1.0)
+        return X
+
+    @torch.no_grad()
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """Draw a Haar-distributed matrix of this parametrization's shape (float32, real).
+
+        Example:
+            >>> Q = Orthogonal(torch.Size([4, 2]), "householder").sample()
+            >>> Q.shape
+            torch.Size([4, 2])
+        """
+        m, n = self.shape[-2], self.shape[-1]
+        tall = (*self.shape[:-2], max(m, n), min(m, n))
+        Q = qr_positive(torch.randn(tall, generator=generator))
+        return Q.mT if m < n else Q
+
+    @staticmethod
+    def in_manifold(Q: Tensor, atol: float | None = None) -> bool:
+        """Whether ``Q`` has orthonormal columns (tall) or rows (wide), up to ``atol``.
+
+        The default tolerance is ``10 · n · eps``, the one used to decide whether a weight is
+        kept as it is at registration.
+
+        Example:
+            >>> Orthogonal.in_manifold(torch.eye(3)[:, :2])
+            True
+        """
+        if Q.size(-2) < Q.size(-1):
+            Q = Q.mT
+        if atol is None:
+            return is_orthogonal(Q)
+        eye = torch.eye(Q.size(-1), dtype=Q.dtype, device=Q.device)
+        return bool(((Q.mH @ Q) - eye).abs().max() <= atol)
