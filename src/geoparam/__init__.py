@@ -12,6 +12,7 @@ Example:
 """
 
 from .constraints import orthogonal, spectral_norm, weight_norm
+from .training import update_base
 
-__all__ = ["orthogonal", "spectral_norm", "weight_norm"]
+__all__ = ["orthogonal", "spectral_norm", "update_base", "weight_norm"]
 __version__ = "0.1.0"

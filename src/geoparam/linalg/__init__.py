@@ -3,7 +3,7 @@
 from .cayley import cayley
 from .expm import expm_skew
 from .householder import householder_product
-from .orthogonalize import householder_reflectors, is_orthogonal, qr_positive
+from .orthogonalize import householder_reflectors, is_orthogonal, polar, qr_positive
 from .power import power_iteration_
 from .stiefel import stiefel_cayley, stiefel_expm
 
@@ -13,6 +13,7 @@ __all__ = [
     "householder_product",
     "householder_reflectors",
     "is_orthogonal",
+    "polar",
     "power_iteration_",
     "qr_positive",
     "stiefel_cayley",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["householder_reflectors", "is_orthogonal", "qr_positive"]
+__all__ = ["householder_reflectors", "is_orthogonal", "polar", "qr_positive"]
 
 
 def is_orthogonal(Q: Tensor) -> bool:
@@ -58,9 +58,9 @@ def householder_reflectors(Q: Tensor) -> Tensor:
     The inverse of the Householder orthogonal map: the strictly lower part of the result holds
     the reflector tails (unit diagonal implied, ``tau = 2/‖v‖²``) and its diagonal holds the
     column signs (``±1``); the upper part keeps LAPACK's ``R`` entries, which the map ignores
-    (they are kept so that the stored tensor matches torch's bit for bit). Columns where LAPACK applies no reflection
-    (``tau = 0``) get a ``-1`` sign, since an identity reflector is read as a reflection by the
-    forward map.
+    (they are kept so that the stored tensor matches torch's bit for bit). Columns where LAPACK
+    applies no reflection (``tau = 0``) get a ``-1`` sign, since an identity reflector is read as
+    a reflection by the forward map.
 
     Args:
         Q: real tensor of shape ``(..., n, k)`` with ``n >= k``.
@@ -79,3 +79,26 @@ def householder_reflectors(Q: Tensor) -> Tensor:
     diagonal.sign_()
     diagonal[tau == 0.0] *= -1
     return X
+
+
+def polar(A: Tensor) -> Tensor:
+    """The orthogonal (unitary) factor ``U`` of the polar decomposition ``A = U P``.
+
+    ``U = W Vᴴ`` from the SVD ``A = W Σ Vᴴ``: the matrix with orthonormal columns nearest to
+    ``A`` in every unitarily invariant norm. Used to remove the rounding drift that products of
+    many orthogonal factors accumulate.
+
+    Args:
+        A: tensor of shape ``(..., n, k)`` with ``n >= k``, real or complex.
+
+    Returns:
+        Tensor of shape ``(..., n, k)`` with orthonormal columns.
+
+    Example:
+        >>> U = polar(torch.tensor([[2.0, 0.0], [0.0, -3.0]]))
+        >>> U
+        tensor([[ 1.,  0.],
+                [ 0., -1.]])
+    """
+    W, _, Vh = torch.linalg.svd(A, full_matrices=False)
+    return W @ Vh

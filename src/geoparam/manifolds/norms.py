@@ -41,7 +41,7 @@ class WeightNorm(nn.Module):
         return torch._weight_norm(weight_v, weight_g, self.dim)
 
     def right_inverse(self, weight: Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``(g, v)`` with ``g = ‖weight‖`` (over all dimensions but ``dim``), ``v = weight``."""
+        """Return ``(g, v)``: ``g`` the norm over every dimension but ``dim``, ``v = weight``."""
         return torch.norm_except_dim(weight, 2, self.dim), weight
 
 

@@ -13,6 +13,7 @@ from ..linalg import (
     householder_product,
     householder_reflectors,
     is_orthogonal,
+    polar,
     qr_positive,
     stiefel_cayley,
     stiefel_expm,
@@ -31,6 +32,20 @@ def _column_signs(X: Tensor) -> Tensor:
     diagonal = X.diagonal(dim1=-2, dim2=-1)
     one = torch.ones((), dtype=X.dtype, device=X.device)
     return torch.where(diagonal < 0, -one, one).unsqueeze(-2)
+
+
+def _identity_point(like: Tensor) -> Tensor:
+    # The X that every map sends to I (up to the base): for the Householder map each reflector is
+    # e_i (a sign flip) and the diagonal's -1 undoes it; for the others A = 0.
+    X = torch.zeros_like(like)
+    X.diagonal(dim1=-2, dim2=-1).fill_(-1.0)
+    return X
+
+
+def _pad_columns(X: Tensor) -> Tensor:
+    # (..., n, k) -> (..., n, n) with zero columns on the right.
+    n, k = X.size(-2), X.size(-1)
+    return torch.cat([X, X.new_zeros(*X.shape[:-1], n - k)], dim=-1)
 
 
 class Orthogonal(nn.Module):
@@ -84,7 +99,9 @@ class Orthogonal(nn.Module):
         return hasattr(self, "base")
 
     def extra_repr(self) -> str:
-        return f"orthogonal_map={self.orthogonal_map!r}, use_trivialization={self.use_trivialization}"
+        return (
+            f"orthogonal_map={self.orthogonal_map!r}, use_trivialization={self.use_trivialization}"
+        )
 
     def forward(self, X: Tensor) -> Tensor:
         transposed = X.size(-2) < X.size(-1)
@@ -147,12 +164,43 @@ class Orthogonal(nn.Module):
             fill = torch.randn(*Q.shape[:-2], n, n - k, dtype=Q.dtype, device=Q.device)
             Q = qr_positive(torch.cat([Q, fill], dim=-1))
         self.base = Q
+        return _identity_point(Q_init)
 
-        # Every map sends this X to I: for the Householder map each reflector is e_i (a sign
-        # flip) and the diagonal's -1 undoes it; for the others A = 0.
-        X = torch.zeros_like(Q_init)
-        X.diagonal(dim1=-2, dim2=-1).fill_(-1.0)
-        return X
+    @torch.no_grad()
+    def rebase_(self, X: Tensor) -> Tensor:
+        """Fold the current rotation into the base and return the new unconstrained tensor.
+
+        Sets ``B ← polar(B · φ(X))``, where ``φ(X)`` is the full ``n x n`` orthogonal matrix whose
+        first ``k`` columns the forward map uses, and returns the ``X₀`` with ``φ(X₀) = I``, so
+        that ``forward(X₀)`` equals ``forward(X)`` before the call (up to rounding). The polar
+        factor removes the drift that repeated products accumulate.
+
+        Raises:
+            RuntimeError: the parametrization has no base (``use_trivialization=False``).
+        """
+        if not self.use_trivialization:
+            raise RuntimeError(
+                "Cannot re-base an orthogonal parametrization created with "
+                "use_trivialization=False: it has no base."
+            )
+        tall = X.mT if X.size(-2) < X.size(-1) else X
+        self.base = polar(self.base @ self._square_map(tall))
+        return _identity_point(X)
+
+    def _square_map(self, X: Tensor) -> Tensor:
+        # The n x n orthogonal matrix whose first k columns are _tall_map(X).
+        if self.orthogonal_map == "householder":
+            # tau = 0 makes the extra columns' reflectors the identity.
+            extra = X.size(-2) - X.size(-1)
+            tails = X.tril(diagonal=-1)
+            tau = 2.0 / (1.0 + (tails * tails).sum(dim=-2))
+            tau = torch.cat([tau, tau.new_zeros(*tau.shape[:-1], extra)], dim=-1)
+            signs = _column_signs(X)
+            signs = torch.cat([signs, signs.new_ones(*signs.shape[:-1], extra)], dim=-1)
+            return torch.linalg.householder_product(_pad_columns(tails), tau) * signs
+        L = _pad_columns(X.tril())
+        A = L - L.mH
+        return expm_skew(A) if self.orthogonal_map == "matrix_exp" else cayley(A)
 
     @torch.no_grad()
     def sample(self, generator: torch.Generator | None = None) -> Tensor:

@@ -1,0 +1,101 @@
+"""Re-basing the dynamic trivialization keeps the weights and resets the unconstrained tensor."""
+
+import pytest
+import torch
+from torch import nn
+
+import geoparam
+from geoparam.manifolds import Orthogonal
+
+MAPS = ["matrix_exp", "cayley", "householder"]
+SHAPES = [(5, 5), (7, 3), (3, 7), (2, 6, 4)]
+
+
+def _layer(shape, orthogonal_map, dtype=torch.float64):
+    layer = nn.Linear(1, 1)
+    layer.weight = nn.Parameter(torch.randn(*shape, dtype=dtype))
+    return geoparam.orthogonal(layer, orthogonal_map=orthogonal_map)
+
+
+@pytest.mark.parametrize("orthogonal_map", MAPS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_weight_unchanged_and_original_reset(orthogonal_map, shape):
+    torch.manual_seed(0)
+    layer = _layer(shape, orthogonal_map)
+    original = layer.parametrizations.weight.original
+    with torch.no_grad():
+        original.add_(0.5 * torch.randn_like(original))
+    before = layer.weight.detach().clone()
+
+    assert geoparam.update_base(layer) == 1
+
+    torch.testing.assert_close(layer.weight, before, atol=1e-12, rtol=0)
+    expected = torch.zeros_like(original)
+    expected.diagonal(dim1=-2, dim2=-1).fill_(-1.0)
+    torch.testing.assert_close(original.detach(), expected)
+    base = layer.parametrizations.weight[0].base
+    eye = torch.eye(base.size(-1), dtype=base.dtype)
+    torch.testing.assert_close(base.mT @ base, eye.expand_as(base), atol=1e-13, rtol=0)
+
+
+def test_complex_unitary_rebase():
+    torch.manual_seed(1)
+    layer = _layer((4, 4), "matrix_exp", dtype=torch.complex128)
+    with torch.no_grad():
+        layer.parametrizations.weight.original.add_(torch.randn(4, 4, dtype=torch.complex128))
+    before = layer.weight.detach().clone()
+    geoparam.update_base(layer)
+    torch.testing.assert_close(layer.weight, before, atol=1e-12, rtol=0)
+
+
+def test_optimizer_state_cleared_only_when_asked():
+    torch.manual_seed(2)
+    model = nn.Sequential(_layer((4, 4), "matrix_exp", torch.float32), nn.Linear(4, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model(torch.randn(8, 4)).sum().backward()
+    optimizer.step()
+    original = model[0].parametrizations.weight.original
+    assert original in optimizer.state
+
+    geoparam.update_base(model)
+    assert original in optimizer.state
+    geoparam.update_base(model, optimizer=optimizer)
+    assert original not in optimizer.state
+    assert model[1].weight in optimizer.state
+
+
+def test_untrivialized_and_other_constraints_are_skipped():
+    model = nn.Sequential(
+        geoparam.orthogonal(
+            nn.Linear(4, 4), use_trivialization=False, orthogonal_map="householder"
+        ),
+        geoparam.spectral_norm(nn.Linear(4, 4)),
+        nn.Linear(4, 4),
+    )
+    assert geoparam.update_base(model) == 0
+
+
+def test_rebase_without_base_raises():
+    param = Orthogonal(torch.Size([3, 3]), "householder", use_trivialization=False)
+    with pytest.raises(RuntimeError, match="use_trivialization=False"):
+        param.rebase_(torch.zeros(3, 3))
+
+
+def test_training_continues_after_rebase():
+    # Re-basing every few steps must not disturb optimisation: the loss keeps falling.
+    torch.manual_seed(3)
+    layer = _layer((6, 6), "matrix_exp", torch.float32)
+    target = torch.linalg.qr(torch.randn(6, 6))[0]
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.05)
+    losses = []
+    for step in range(120):
+        optimizer.zero_grad()
+        loss = (layer.weight - target).square().sum()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if step % 20 == 19:
+            geoparam.update_base(layer)
+    assert losses[-1] < 0.5 * losses[0]
+    W = layer.weight.detach()
+    assert (W.T @ W - torch.eye(6)).abs().max() < 5e-5
