@@ -1,0 +1,415 @@
+"""The benchmark cases: each builds one problem identically for geoparam, torch and geotorch.
+
+A *case* names a problem (a constrained weight of a given shape, or a small model) and the modes
+it is timed in. Building it gives a :class:`Problem`: one :class:`Contender` per library holding
+the same tensors, the cotangent ``G`` of the loss ``(W * G).sum()``, and a float64 reference of
+torch's map for the gradient check. Nothing here times anything; see ``bench_timing.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrizations as torch_parametrizations
+from torch.nn.utils import parametrize
+
+import geoparam
+
+try:
+    import geotorch
+except ImportError:  # geotorch is an optional baseline (pip install geoparam[bench])
+    geotorch = None
+
+__all__ = [
+    "FORWARD",
+    "FORWARD_BACKWARD",
+    "LIBRARIES",
+    "TRAIN_STEP",
+    "Case",
+    "Contender",
+    "Problem",
+    "all_cases",
+    "skew_spectral_norm",
+    "tall_map_low_rank",
+    "weight_loss",
+]
+
+LIBRARIES: tuple[str, ...] = ("geoparam", "torch", "geotorch")
+
+FORWARD = "forward"
+FORWARD_BACKWARD = "fwd+bwd"
+TRAIN_STEP = "train step"
+
+# Above this many rows, torch's float64 n x n route for a tall matrix_exp/cayley weight takes
+# minutes (the backward exponentiates a 2n x 2n block), so the reference uses the exact
+# rank-2k form of the same map instead (see tall_map_low_rank).
+DIRECT_REFERENCE_MAX_ROWS = 1024
+
+_GEOTORCH_TRIV = {"matrix_exp": "expm", "cayley": "cayley"}
+_WIDE = {torch.float32: torch.float64, torch.complex64: torch.complex128}
+
+
+@dataclass
+class Contender:
+    """One library's instance of a problem.
+
+    Attributes:
+        module: the module whose ``weight`` is constrained (the whole model for a train step).
+        params: the unconstrained tensors behind the weight, whose gradients are checked.
+        train_step: for the train-step mode, one full optimisation step returning the loss.
+    """
+
+    module: nn.Module
+    params: list[Tensor]
+    train_step: Callable[[], Tensor] | None = None
+
+
+@dataclass
+class Problem:
+    """The same problem for every library, plus what the accuracy checks need.
+
+    Attributes:
+        contenders: library name to its contender, or to the reason it has no equivalent.
+        cotangent: ``G`` in the loss ``(W * G).sum()`` of the fwd+bwd mode.
+        reference_gradient: float64 gradient of that loss through torch's map, in the order of
+            ``Contender.params``; computed lazily because it can take seconds.
+        orthogonal: whether the orthogonality error of the weight is meaningful.
+    """
+
+    contenders: dict[str, Contender | str]
+    cotangent: Tensor | None = None
+    reference_gradient: Callable[[], list[Tensor]] | None = None
+    orthogonal: bool = False
+
+
+@dataclass(frozen=True)
+class Case:
+    """A named problem and the modes it is timed in; ``build`` makes the :class:`Problem`."""
+
+    name: str
+    family: str
+    modes: tuple[str, ...]
+    build: Callable[[], Problem]
+    details: dict[str, object] = field(default_factory=dict)
+
+    def rows(self) -> list[str]:
+        """The row labels ``"<name> <mode>"`` that ``--filter`` matches against."""
+        return [f"{self.name} {mode}" for mode in self.modes]
+
+
+class _Holder(nn.Module):
+    """A module with a single ``weight`` of any shape (a batch of matrices, say)."""
+
+    def __init__(self, weight: Tensor) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+
+
+class _RecurrentNet(nn.Module):
+    """``h_{t+1} = tanh(W_in x_t + W h_t)`` over a sequence, then a linear readout of the last h.
+
+    ``recurrent.weight`` is the ``W`` that gets the orthogonal constraint, as in expRNN.
+    """
+
+    def __init__(self, n_in: int, hidden: int, n_out: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        self.input = nn.Linear(n_in, hidden)
+        self.recurrent = nn.Linear(hidden, hidden, bias=False)
+        self.readout = nn.Linear(hidden, n_out)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        h = inputs.new_zeros(inputs.size(1), self.hidden)
+        for x in inputs:
+            h = torch.tanh(self.input(x) + self.recurrent(h))
+        return self.readout(h)
+
+
+def weight_loss(W: Tensor, G: Tensor) -> Tensor:
+    """The scalar loss ``Re (W * G).sum()`` whose gradient the fwd+bwd mode computes."""
+    return (W * G).sum().real
+
+
+def _unconstrained(module: nn.Module, name: str = "weight") -> list[Tensor]:
+    # ParametrizationList keeps `original` (or `original0`, `original1`, ...) as its own
+    # parameters, in registration order, the same in every library.
+    return list(module.parametrizations[name].parameters(recurse=False))
+
+
+def skew_spectral_norm(X: Tensor) -> Tensor:
+    """``‖A‖₂`` per matrix for torch's skew embedding ``A = [L, 0] - [L, 0]ᴴ``, ``L = X.tril()``.
+
+    Uses the compressed ``M`` of :func:`tall_map_low_rank` (``‖A‖₂ = ‖M‖₂``), so a 4096 x 64
+    weight costs a 128 x 128 SVD rather than a 4096 x 4096 one.
+    """
+    return torch.linalg.matrix_norm(_compressed_skew(X)[0], ord=2)
+
+
+def _compressed_skew(X: Tensor) -> tuple[Tensor, Tensor | None]:
+    # A = [[A11, -X2ᴴ], [X2, 0]] = U M Uᴴ with X2 = Y R (reduced QR) and U = diag(I, Y), which
+    # has orthonormal columns; M = [[A11, -Rᴴ], [R, 0]]. Returns (M, Y); Y is None if square.
+    k = X.size(-1)
+    L1 = X[..., :k, :].tril()
+    A11 = L1 - L1.mH
+    if X.size(-2) == k:
+        return A11, None
+    Y, R = torch.linalg.qr(X[..., k:, :])
+    top = torch.cat([A11, -R.mH], dim=-1)
+    bottom = torch.cat([R, R.new_zeros(*R.shape[:-1], R.size(-2))], dim=-1)
+    return torch.cat([top, bottom], dim=-2), Y
+
+
+def tall_map_low_rank(X: Tensor, orthogonal_map: str) -> Tensor:
+    """torch's ``matrix_exp``/``cayley`` map of a tall ``X`` (no base), by its rank-2k form.
+
+    With ``A = U M Uᴴ`` as in :func:`skew_spectral_norm` and ``f(0) = I`` for both maps,
+    ``f(A) = I + U (f(M) - I) Uᴴ``, so ``f(A)[:, :k] = [F₁₁; Y F₂₁]`` with ``F = f(M)``.
+    Exact (no approximation), differentiable through torch's QR, and ``O(nk²)``: the float64
+    gradient reference for tall weights whose ``n x n`` route would take minutes. It shares no
+    code or route with geoparam's Stiefel kernels (those use ``C = X₂ᴴX₂``, no QR).
+    """
+    k = X.size(-1)
+    M, Y = _compressed_skew(X)
+    if orthogonal_map == "matrix_exp":
+        F_ = torch.matrix_exp(M)
+    else:
+        eye = torch.eye(M.size(-1), dtype=M.dtype, device=M.device)
+        F_ = torch.linalg.solve(eye - 0.5 * M, eye + 0.5 * M)
+    if Y is None:
+        return F_
+    return torch.cat([F_[..., :k, :k], Y @ F_[..., k:, :k]], dim=-2)
+
+
+def _orthogonal_point(shape: tuple[int, ...], orthogonal_map: str, dtype: torch.dtype, gen):
+    """A realistic unconstrained ``X``: ``‖A‖₂ = 1`` per matrix, or small Householder tails.
+
+    ``X = 0`` (where every library starts) makes the exponential trivially cheap, so the
+    benchmark moves it to a point a few optimizer steps could reach.
+    """
+    X = torch.randn(shape, generator=gen, dtype=_WIDE[dtype])
+    if orthogonal_map == "householder":
+        # Reflectors e_i + tail with ‖tail‖² ≈ 1/4; the diagonal -1 is what right_inverse stores.
+        X = X.tril(-1) / (2 * shape[-2] ** 0.5)
+        X.diagonal(dim1=-2, dim2=-1).fill_(-1.0)
+        return X.to(dtype)
+    return (X / skew_spectral_norm(X)[..., None, None]).to(dtype)
+
+
+def _orthogonal_reference(
+    snapshot: nn.Module, orthogonal_map: str, cotangent: Tensor
+) -> list[Tensor]:
+    """Gradient of ``weight_loss`` through torch's map in float64 (complex128)."""
+    wide = _WIDE[cotangent.dtype]
+    G = cotangent.to(wide)
+    original = snapshot.parametrizations.weight.original
+    n, k = original.shape[-2:]
+    if orthogonal_map != "householder" and n > k and n > DIRECT_REFERENCE_MAX_ROWS:
+        X = original.detach().to(wide).requires_grad_()
+        base = snapshot.parametrizations.weight[0].base.to(wide)
+        W = base @ tall_map_low_rank(X, orthogonal_map)
+        return list(torch.autograd.grad(weight_loss(W, G), [X]))
+    with warnings.catch_warnings():
+        # Module.to(complex128) warns that complex modules are experimental; the module here
+        # is a plain holder of one complex parameter.
+        warnings.simplefilter("ignore", UserWarning)
+        reference = copy.deepcopy(snapshot).to(wide)
+    return list(torch.autograd.grad(weight_loss(reference.weight, G), _unconstrained(reference)))
+
+
+def _norm_reference(snapshot: nn.Module, cotangent: Tensor) -> list[Tensor]:
+    # The snapshot was taken before any call, so its spectral-norm vectors u, v are the ones
+    # every library's first (accuracy) call starts from.
+    reference = copy.deepcopy(snapshot).double()
+    G = cotangent.double()
+    return list(torch.autograd.grad(weight_loss(reference.weight, G), _unconstrained(reference)))
+
+
+def _orthogonal_problem(
+    shape: tuple[int, ...], orthogonal_map: str, dtype: torch.dtype, seed: int
+) -> Problem:
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    template = _Holder(torch.randn(shape, generator=gen, dtype=dtype))
+
+    torch_module = torch_parametrizations.orthogonal(
+        copy.deepcopy(template), "weight", orthogonal_map
+    )
+    with torch.no_grad():
+        torch_module.parametrizations.weight.original.copy_(
+            _orthogonal_point(shape, orthogonal_map, dtype, gen)
+        )
+    # Torch's random orthogonal base and the point above go to every library: the drop-in
+    # promise makes the state_dict keys (and meanings) identical, and geotorch's Stiefel
+    # stores the same `original` and `base` and builds the same skew matrix from them.
+    state = torch_module.state_dict()
+    geoparam_module = geoparam.orthogonal(copy.deepcopy(template), "weight", orthogonal_map)
+    geoparam_module.load_state_dict(state)
+
+    contenders: dict[str, Contender | str] = {
+        "geoparam": Contender(geoparam_module, _unconstrained(geoparam_module)),
+        "torch": Contender(torch_module, _unconstrained(torch_module)),
+    }
+    if geotorch is None:
+        contenders["geotorch"] = "geotorch is not installed"
+    elif orthogonal_map == "householder":
+        contenders["geotorch"] = "geotorch has no Householder map"
+    elif dtype.is_complex:
+        contenders["geotorch"] = "geotorch's skew part is X - Xᵀ: no unitary weights"
+    else:
+        geotorch_module = copy.deepcopy(template)
+        geotorch.orthogonal(geotorch_module, "weight", triv=_GEOTORCH_TRIV[orthogonal_map])
+        geotorch_module.load_state_dict(state)
+        contenders["geotorch"] = Contender(geotorch_module, _unconstrained(geotorch_module))
+
+    cotangent = torch.randn(shape, generator=gen, dtype=dtype)
+    snapshot = copy.deepcopy(torch_module)
+    return Problem(
+        contenders,
+        cotangent,
+        partial(_orthogonal_reference, snapshot, orthogonal_map, cotangent),
+        orthogonal=True,
+    )
+
+
+_TORCH_NORMS = {
+    "spectral_norm": torch_parametrizations.spectral_norm,
+    "weight_norm": torch_parametrizations.weight_norm,
+}
+_GEOPARAM_NORMS = {"spectral_norm": geoparam.spectral_norm, "weight_norm": geoparam.weight_norm}
+
+
+def _norm_problem(constraint: str, make_layer: Callable[[], nn.Module], seed: int) -> Problem:
+    torch.manual_seed(seed)
+    template = make_layer()
+    torch_module = _TORCH_NORMS[constraint](copy.deepcopy(template))
+    geoparam_module = _GEOPARAM_NORMS[constraint](copy.deepcopy(template))
+    # Same weight and, for spectral_norm, the same power-iteration vectors u and v.
+    geoparam_module.load_state_dict(torch_module.state_dict())
+    gen = torch.Generator().manual_seed(seed + 1)
+    cotangent = torch.randn(template.weight.shape, generator=gen)
+    snapshot = copy.deepcopy(torch_module)
+    return Problem(
+        {
+            "geoparam": Contender(geoparam_module, _unconstrained(geoparam_module)),
+            "torch": Contender(torch_module, _unconstrained(torch_module)),
+            "geotorch": f"geotorch has no {constraint}",
+        },
+        cotangent,
+        partial(_norm_reference, snapshot, cotangent),
+    )
+
+
+def _train_step(
+    net: nn.Module, optimizer: torch.optim.Optimizer, inputs: Tensor, target: Tensor
+) -> Tensor:
+    """zero_grad, forward over the sequence, backward, Adam step; returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    # cached(): the weight is computed once per step, not once per time step, as torch
+    # recommends for recurrent use; every library gets the same treatment.
+    with parametrize.cached():
+        loss = F.mse_loss(net(inputs), target)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def _rnn_problem(hidden: int, seq_len: int, batch: int, n_in: int, seed: int) -> Problem:
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    template = _RecurrentNet(n_in, hidden, n_out=n_in)
+    inputs = torch.randn(seq_len, batch, n_in, generator=gen)
+    target = torch.randn(batch, n_in, generator=gen)
+
+    reference = copy.deepcopy(template)
+    torch_parametrizations.orthogonal(reference.recurrent, "weight", "matrix_exp")
+    point = _orthogonal_point((hidden, hidden), "matrix_exp", torch.float32, gen)
+    with torch.no_grad():
+        reference.recurrent.parametrizations.weight.original.copy_(point)
+    state = reference.state_dict()
+
+    constrain: dict[str, Callable[[nn.Module], object] | str] = {
+        "geoparam": partial(geoparam.orthogonal, orthogonal_map="matrix_exp"),
+        "torch": partial(torch_parametrizations.orthogonal, orthogonal_map="matrix_exp"),
+        "geotorch": "geotorch is not installed"
+        if geotorch is None
+        else partial(geotorch.orthogonal, triv="expm"),
+    }
+    contenders: dict[str, Contender | str] = {}
+    for library, apply in constrain.items():
+        if isinstance(apply, str):
+            contenders[library] = apply
+            continue
+        net = copy.deepcopy(template)
+        apply(net.recurrent)
+        net.load_state_dict(state)
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+        step = partial(_train_step, net, optimizer, inputs, target)
+        contenders[library] = Contender(net, _unconstrained(net.recurrent), step)
+    return Problem(contenders)
+
+
+def all_cases(quick: bool = False, seed: int = 0) -> list[Case]:
+    """Every case of the benchmark, in table order; ``quick`` shrinks every size to a toy one."""
+    maps = ("matrix_exp", "cayley", "householder")
+    both = (FORWARD, FORWARD_BACKWARD)
+    squares = (16,) if quick else (64, 256, 512, 1024)
+    talls = ((64, 8),) if quick else ((1024, 64), (4096, 64))
+    batch, side = (4, 8) if quick else (64, 32)
+    complex_n = 16 if quick else 256
+    linear = 32 if quick else 1024
+    channels = 4 if quick else 64
+    hidden, seq_len, rnn_batch, n_in = (16, 4, 8, 8) if quick else (256, 32, 64, 64)
+
+    cases: list[Case] = []
+
+    def orthogonal_case(name: str, shape: tuple[int, ...], omap: str, dtype=torch.float32) -> Case:
+        details = {"map": omap, "shape": list(shape), "dtype": str(dtype).removeprefix("torch.")}
+        build = partial(_orthogonal_problem, shape, omap, dtype, seed)
+        return Case(name, "orthogonal", both, build, details)
+
+    for omap in maps:
+        for n in squares:
+            cases.append(orthogonal_case(f"orthogonal {omap} {n}x{n}", (n, n), omap))
+        for n, k in talls:
+            cases.append(orthogonal_case(f"orthogonal {omap} {n}x{k}", (n, k), omap))
+        cases.append(
+            orthogonal_case(
+                f"orthogonal {omap} {batch} x ({side}x{side})", (batch, side, side), omap
+            )
+        )
+    for omap in ("matrix_exp", "cayley"):
+        n = complex_n
+        cases.append(
+            orthogonal_case(f"unitary {omap} {n}x{n} complex64", (n, n), omap, torch.complex64)
+        )
+
+    layers: dict[str, Callable[[], nn.Module]] = {
+        f"Linear({linear}, {linear})": partial(nn.Linear, linear, linear),
+        f"Conv2d({channels}, {channels}, 3)": partial(nn.Conv2d, channels, channels, 3),
+    }
+    for constraint in ("spectral_norm", "weight_norm"):
+        for label, make_layer in layers.items():
+            build = partial(_norm_problem, constraint, make_layer, seed)
+            details = {"constraint": constraint, "layer": label}
+            cases.append(
+                Case(f"{constraint} {label}", constraint, (FORWARD_BACKWARD,), build, details)
+            )
+
+    details = {"hidden": hidden, "seq_len": seq_len, "batch": rnn_batch, "inputs": n_in}
+    cases.append(
+        Case(
+            f"orthogonal RNN matrix_exp h={hidden} T={seq_len} B={rnn_batch} (Adam)",
+            "rnn",
+            (TRAIN_STEP,),
+            partial(_rnn_problem, hidden, seq_len, rnn_batch, n_in, seed),
+            {"map": "matrix_exp", **details},
+        )
+    )
+    return cases

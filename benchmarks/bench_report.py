@@ -1,0 +1,184 @@
+"""The machine header, the markdown table (the one the README shows) and the notes under it."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+import geoparam
+
+__all__ = ["machine_info", "markdown_report"]
+
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_revision() -> str | None:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=_REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=_REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}+dirty" if dirty else commit
+
+
+def machine_info(threads: int) -> dict[str, object]:
+    """Versions, CPU, threads and load: what a reader needs to weigh the numbers."""
+    try:
+        import geotorch
+
+        geotorch_version = geotorch.__version__
+    except ImportError:
+        geotorch_version = None
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "torch": torch.__version__,
+        "geotorch": geotorch_version,
+        "geoparam": geoparam.__version__,
+        "geoparam_git": _git_revision(),
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "cpu": _cpu_name(),
+        "logical_cpus": os.cpu_count(),
+        "threads": threads,
+        "mkl": torch.backends.mkl.is_available(),
+        "load_average_at_start": None if load is None else [round(x, 2) for x in load],
+    }
+
+
+def _header(machine: dict[str, object]) -> str:
+    revision = f" ({machine['geoparam_git']})" if machine["geoparam_git"] else ""
+    load = machine["load_average_at_start"]
+    load_text = f"; load average at start {load[0]:.2f}" if load else ""
+    return (
+        f"geoparam {machine['geoparam']}{revision} · torch {machine['torch']} · "
+        f"geotorch {machine['geotorch'] or 'not installed'} · Python {machine['python']}  \n"
+        f"CPU: {machine['cpu']} ({machine['logical_cpus']} logical CPUs), "
+        f"{machine['threads']} torch threads{load_text} · {machine['date_utc']} UTC"
+    )
+
+
+def _ms(seconds: float) -> str:
+    ms = seconds * 1e3
+    if ms >= 1000:
+        return f"{ms:,.0f}"
+    if ms >= 100:
+        return f"{ms:.0f}"
+    if ms >= 10:
+        return f"{ms:.1f}"
+    return f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
+
+
+def _time_cell(entry: dict[str, object], reps: int) -> str:
+    if "na" in entry:
+        return "n/a"
+    if entry.get("error"):
+        return "error"
+    cell = _ms(entry["median_ms"] / 1e3)
+    if entry["cold"]:
+        return f"{cell} (1*)"
+    if entry["reps"] < reps:
+        return f"{cell} ({entry['reps']})"
+    return cell
+
+
+def _ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}"
+
+
+def _pair(first: float | None, second: float | None) -> str:
+    if first is None and second is None:
+        return "–"
+    return " / ".join("–" if x is None else f"{x:.1e}" for x in (first, second))
+
+
+def _row(result: dict[str, object], reps: int) -> str:
+    libraries = result["libraries"]
+    geoparam_entry, torch_entry = libraries["geoparam"], libraries["torch"]
+    cells = [
+        result["case"],
+        result["mode"],
+        *(_time_cell(libraries[name], reps) for name in ("geoparam", "torch", "geotorch")),
+        _ratio(result["speedup_vs_torch"]),
+        _ratio(result["speedup_vs_geotorch"]),
+        _pair(geoparam_entry.get("orth_error"), torch_entry.get("orth_error")),
+        _pair(geoparam_entry.get("grad_rel_error"), torch_entry.get("grad_rel_error")),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _notes(settings: dict[str, object]) -> list[str]:
+    budget = settings["max_seconds_per_case"]
+    return [
+        f"Times: median of {settings['reps']} calls per library, interleaved round-robin "
+        "(geoparam, torch, geotorch, geoparam, ...) in one process after one warm-up call "
+        "each; float32 (complex64 for unitary) on CPU.",
+        "forward: read `module.weight` under `torch.no_grad()`. fwd+bwd: read it, "
+        "loss = `(W * G).sum()` with a fixed random G, backward to the unconstrained tensors. "
+        "train step: `zero_grad`, forward over the sequence inside `parametrize.cached()` "
+        "(the weight is computed once per step), backward, Adam step.",
+        "Weight state: `original` = X whose skew part A = tril(X) − tril(X)ᴴ has ‖A‖₂ = 1 "
+        "(per matrix); Householder: strictly-lower entries N(0, 1/(4n)), diagonal −1; the "
+        "base is torch's random orthogonal one. The same tensors are loaded into every "
+        "library, geotorch included (its Stiefel map stores the same `original` and `base` "
+        "and builds the same A). Norms: the layer's default init; geoparam gets torch's "
+        "`state_dict` (same u, v).",
+        "× torch, × geotorch: their time / geoparam's time (> 1: geoparam is faster).",
+        "orth. error: ‖WᴴW − I‖₂ of each library's float32 output, computed in float64 "
+        "(max over a batch). grad rel. error: ‖g − g_ref‖_F / ‖g_ref‖_F, g_ref = the gradient "
+        "through torch's map in float64 from the same state; for n×k weights with n > 1024 "
+        "(matrix_exp, cayley) g_ref uses the exact rank-2k form of torch's map, "
+        "f(A) = I + U(f(M) − I)Uᴴ with U from a QR of the lower block, because torch's "
+        "n×n float64 backward takes minutes.",
+        f"(k): only k calls fitted in the budget of {budget:g} s per library and row; "
+        "(1*): a single cold call (the warm-up alone exceeded the budget).",
+        "n/a: geotorch has no Householder map, no unitary (complex) weights (its skew part is "
+        "X − Xᵀ), no weight_norm or spectral_norm.",
+    ]
+
+
+def markdown_report(
+    machine: dict[str, object], settings: dict[str, object], results: list[dict[str, object]]
+) -> str:
+    """The header, the table and its notes, as printed and written to ``bench.md``."""
+    reps = int(settings["reps"])
+    lines = [
+        _header(machine),
+        "",
+        "| case | mode | geoparam ms | torch ms | geotorch ms | × torch | × geotorch "
+        "| orth. error geoparam / torch | grad rel. error geoparam / torch |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+        *(_row(result, reps) for result in results),
+        "",
+        *(f"- {note}" for note in _notes(settings)),
+    ]
+    return "\n".join(lines) + "\n"
