@@ -77,6 +77,9 @@ def householder_reflectors(Q: Tensor) -> Tensor:
     X, tau = torch.geqrf(Q)
     diagonal = X.diagonal(dim1=-2, dim2=-1)
     diagonal.sign_()
+    # A zero of R (rank-deficient Q) keeps LAPACK's sign, as in qr_positive; left at 0 it
+    # would read as +1 below and, with tau = 0, flip the column.
+    diagonal[diagonal == 0.0] = 1.0
     diagonal[tau == 0.0] *= -1
     return X
 

@@ -132,7 +132,8 @@ class Orthogonal(nn.Module):
         the Householder map can be inverted.
 
         Raises:
-            ValueError: ``Q`` does not have the parametrized tensor's shape.
+            ValueError: ``Q`` does not have the parametrized tensor's shape, or not the dtype of
+                the current base.
             NotImplementedError: ``"matrix_exp"`` or ``"cayley"`` without trivialization.
         """
         if Q.shape != self.shape:
@@ -140,6 +141,14 @@ class Orthogonal(nn.Module):
                 f"Cannot assign a tensor of shape {tuple(Q.shape)} to an orthogonal tensor of "
                 f"shape {tuple(self.shape)}: expected a matrix or batch of matrices of shape "
                 f"{tuple(self.shape)}."
+            )
+        base = getattr(self, "base", None)
+        if base is not None and Q.dtype != base.dtype:
+            # Checked here because torch's own dtype check runs only after right_inverse returns,
+            # when a new base of the wrong dtype would already have broken the module.
+            raise ValueError(
+                f"Cannot assign a tensor of dtype {Q.dtype} to an orthogonal tensor of dtype "
+                f"{base.dtype}."
             )
         Q_init = Q
         transposed = Q.size(-2) < Q.size(-1)
