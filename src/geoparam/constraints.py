@@ -43,8 +43,9 @@ def orthogonal(
 
     A weight ``Q`` of shape ``(..., m, n)`` satisfies ``QᴴQ = I`` if ``m >= n`` and ``QQᴴ = I``
     otherwise; leading dimensions are a batch. A drop-in for
-    :func:`torch.nn.utils.parametrizations.orthogonal`: same arguments, defaults, errors and
-    ``state_dict`` keys, so checkpoints load in either library. See
+    :func:`torch.nn.utils.parametrizations.orthogonal`: same arguments, defaults, exception types
+    (with messages that name the module and tensor) and ``state_dict`` keys, so checkpoints load
+    in either library. See
     :class:`geoparam.manifolds.Orthogonal` for the maps.
 
     The initial value is the current weight when it is already orthogonal and its QR

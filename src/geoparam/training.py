@@ -39,7 +39,7 @@ def update_base(module: nn.Module, optimizer: torch.optim.Optimizer | None = Non
         >>> import geoparam
         >>> layer = geoparam.orthogonal(nn.Linear(6, 6))
         >>> with torch.no_grad():
-        ...     layer.parametrizations.weight.original.normal_()
+        ...     _ = layer.parametrizations.weight.original.normal_()
         >>> before = layer.weight.detach().clone()
         >>> update_base(layer)
         1
