@@ -49,11 +49,19 @@ def _rename_legacy_keys(
         new = f"{prefix}parametrizations.{name}"
         if isinstance(first, WeightNorm):
             renames = {"_g": f"{new}.original0", "_v": f"{new}.original1"}
-        elif isinstance(first, SpectralNorm) and hasattr(first, "_u"):
-            renames = {"_orig": f"{new}.original", "_u": f"{new}.0._u", "_v": f"{new}.0._v"}
+        elif isinstance(first, SpectralNorm):
+            # A 1-D weight is normalised exactly and keeps no vectors: the old ones are dropped.
+            vectors = hasattr(first, "_u")
+            renames = {
+                "_orig": f"{new}.original",
+                "_u": f"{new}.0._u" if vectors else None,
+                "_v": f"{new}.0._v" if vectors else None,
+            }
         else:
             continue
         old_keys = {f"{prefix}{name}{suffix}": key for suffix, key in renames.items()}
         if all(old in state_dict for old in old_keys):
             for old, key in old_keys.items():
-                state_dict[key] = state_dict.pop(old)
+                value = state_dict.pop(old)
+                if key is not None:
+                    state_dict[key] = value

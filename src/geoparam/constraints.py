@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from ._registration import register
 from .manifolds import ORTHOGONAL_MAPS, Orthogonal, SpectralNorm, WeightNorm
@@ -15,6 +16,8 @@ _CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 def _tensor_to_constrain(module: nn.Module, name: str, constraint: str) -> Tensor:
     if not isinstance(module, nn.Module):
         raise TypeError(f"{constraint}: expected an nn.Module, got {type(module).__name__}.")
+    if not isinstance(name, str):
+        raise TypeError(f"{constraint}: name must be a string, got {type(name).__name__}.")
     tensor = getattr(module, name, None)
     if not isinstance(tensor, Tensor):
         names = [n for n, _ in module.named_parameters(recurse=False)]
@@ -30,6 +33,11 @@ def _tensor_to_constrain(module: nn.Module, name: str, constraint: str) -> Tenso
             "expected a floating-point or complex tensor."
         )
     return tensor
+
+
+def _check_int(constraint: str, argument: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{constraint}: {argument} must be an int, got {value!r}.")
 
 
 def orthogonal(
@@ -49,7 +57,9 @@ def orthogonal(
     :class:`geoparam.manifolds.Orthogonal` for the maps.
 
     The initial value is the current weight when it is already orthogonal and its QR
-    orthogonalisation (with ``diag(R) >= 0``) otherwise; the weight is never resampled. Unlike
+    orthogonalisation (with ``diag(R) >= 0``) otherwise; the weight is never resampled. (As in
+    torch, ``"matrix_exp"`` and ``"cayley"`` without trivialization cannot be inverted: there the
+    stored tensor is the map's input and the weight starts at its image.) Unlike
     torch, the Householder map keeps every column sign at ``±1`` under weight decay.
 
     Args:
@@ -85,7 +95,7 @@ def orthogonal(
         orthogonal_map = "matrix_exp" if square or weight.is_complex() else "householder"
     if orthogonal_map not in ORTHOGONAL_MAPS:
         raise ValueError(
-            'orthogonal_map has to be one of "matrix_exp", "cayley", "householder". '
+            'orthogonal: orthogonal_map has to be one of "matrix_exp", "cayley", "householder". '
             f"Got: {orthogonal_map!r} (for {where})"
         )
     if orthogonal_map == "householder" and weight.is_complex():
@@ -94,8 +104,12 @@ def orthogonal(
             'does not support complex tensors. Use "matrix_exp" or "cayley".'
         )
     parametrization = Orthogonal(
-        weight.shape, orthogonal_map, use_trivialization=use_trivialization
+        weight.shape, orthogonal_map, use_trivialization=use_trivialization, label=where
     )
+    if parametrize.is_parametrized(module, name):
+        # torch calls right_inverse only for a tensor's first parametrization; a stacked one maps
+        # the previous output and starts from the identity base.
+        parametrization.reset_base_(weight)
     register(module, name, parametrization, unsafe=True)
     return module
 
@@ -119,7 +133,7 @@ def weight_norm(module: nn.Module, name: str = "weight", dim: int | None = 0) ->
         ``module``, with the parametrization registered.
 
     Raises:
-        ValueError: no tensor called ``name``.
+        ValueError: no tensor called ``name``; a complex tensor.
         IndexError: ``dim`` is out of range.
 
     Example:
@@ -130,13 +144,21 @@ def weight_norm(module: nn.Module, name: str = "weight", dim: int | None = 0) ->
         torch.Size([40, 20])
     """
     weight = _tensor_to_constrain(module, name, "weight_norm")
+    where = f"{type(module).__name__}.{name}"
+    if weight.is_complex():
+        raise ValueError(
+            f"weight_norm: {where} is complex ({weight.dtype}); torch's weight-norm kernel "
+            "supports real tensors only."
+        )
+    if dim is not None:
+        _check_int("weight_norm", "dim", dim)
     if dim is not None and not -weight.ndim <= dim < max(weight.ndim, 1):
         raise IndexError(
-            f"weight_norm: dim={dim} is out of range for {type(module).__name__}.{name} of shape "
+            f"weight_norm: dim={dim} is out of range for {where} of shape "
             f"{tuple(weight.shape)} (expected to be in range of [-{weight.ndim}, "
             f"{weight.ndim - 1}], or None)."
         )
-    register(module, name, WeightNorm(dim), unsafe=True)
+    register(module, name, WeightNorm(dim, shape=weight.shape, label=where), unsafe=True)
     return module
 
 
@@ -167,7 +189,7 @@ def spectral_norm(
         ``module``, with the parametrization registered.
 
     Raises:
-        ValueError: no tensor called ``name``; ``n_power_iterations <= 0``.
+        ValueError: no tensor called ``name``; ``n_power_iterations <= 0``; ``eps <= 0``.
         IndexError: ``dim`` is out of range.
 
     Example:
@@ -177,7 +199,13 @@ def spectral_norm(
         True
     """
     weight = _tensor_to_constrain(module, name, "spectral_norm")
+    where = f"{type(module).__name__}.{name}"
     if dim is None:
         dim = 1 if isinstance(module, _CONV_TRANSPOSE) else 0
-    register(module, name, SpectralNorm(weight, n_power_iterations, dim, eps), unsafe=False)
+    _check_int("spectral_norm", "dim", dim)
+    _check_int("spectral_norm", "n_power_iterations", n_power_iterations)
+    if not eps > 0:
+        raise ValueError(f"spectral_norm: eps must be positive, got eps={eps!r} (for {where}).")
+    parametrization = SpectralNorm(weight, n_power_iterations, dim, eps, label=where)
+    register(module, name, parametrization, unsafe=False)
     return module

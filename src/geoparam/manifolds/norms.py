@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..linalg import power_iteration_
+from ._validation import check_assignment
 
 __all__ = ["SpectralNorm", "WeightNorm"]
 
@@ -22,6 +23,8 @@ class WeightNorm(nn.Module):
 
     Args:
         dim: the dimension kept by the norm, or ``None`` for the whole tensor. Default: ``0``.
+        shape: the weight's shape, to check assignments against. Default: not checked.
+        label: how error messages name the tensor (e.g. ``"Linear.weight"``). Default: none.
 
     Example:
         >>> param = WeightNorm(dim=0)
@@ -30,9 +33,13 @@ class WeightNorm(nn.Module):
         (torch.Size([4, 1]), torch.Size([4, 3]))
     """
 
-    def __init__(self, dim: int | None = 0) -> None:
+    def __init__(
+        self, dim: int | None = 0, *, shape: torch.Size | None = None, label: str | None = None
+    ) -> None:
         super().__init__()
         self.dim = -1 if dim is None else dim
+        self.shape = None if shape is None else torch.Size(shape)
+        self.label = label or "the weight-normalised tensor"
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
@@ -42,6 +49,7 @@ class WeightNorm(nn.Module):
 
     def right_inverse(self, weight: Tensor) -> tuple[Tensor, Tensor]:
         """Return ``(g, v)``: ``g`` the norm over every dimension but ``dim``, ``v = weight``."""
+        check_assignment(weight, self.shape, self.label)
         return torch.norm_except_dim(weight, 2, self.dim), weight
 
 
@@ -60,6 +68,7 @@ class SpectralNorm(nn.Module):
         n_power_iterations: power iterations per read in training mode. Default: ``1``.
         dim: the dimension of output features. Default: ``0``.
         eps: floor on norms in the power iteration. Default: ``1e-12``.
+        label: how error messages name the tensor (e.g. ``"Linear.weight"``). Default: none.
 
     Raises:
         IndexError: ``dim`` is out of range for the weight.
@@ -76,19 +85,27 @@ class SpectralNorm(nn.Module):
     _v: Tensor
 
     def __init__(
-        self, weight: Tensor, n_power_iterations: int = 1, dim: int = 0, eps: float = 1e-12
+        self,
+        weight: Tensor,
+        n_power_iterations: int = 1,
+        dim: int = 0,
+        eps: float = 1e-12,
+        *,
+        label: str | None = None,
     ) -> None:
         super().__init__()
+        self.label = label or "the spectrally normalised tensor"
+        self.shape = weight.shape
         ndim = weight.ndim
         if not -ndim <= dim < ndim:
             raise IndexError(
-                f"spectral_norm: dim={dim} is out of range for a weight of shape "
+                f"spectral_norm: dim={dim} is out of range for {self.label} of shape "
                 f"{tuple(weight.shape)} (expected to be in range of [-{ndim}, {ndim - 1}])"
             )
         if n_power_iterations <= 0:
             raise ValueError(
-                "Expected n_power_iterations to be positive, but got "
-                f"n_power_iterations={n_power_iterations}"
+                f"spectral_norm: expected n_power_iterations to be positive, but got "
+                f"n_power_iterations={n_power_iterations} (for {self.label})"
             )
         self.dim = dim % ndim
         self.eps = eps
@@ -125,4 +142,5 @@ class SpectralNorm(nn.Module):
 
     def right_inverse(self, value: Tensor) -> Tensor:
         """Store the assigned tensor as it is: any non-zero weight is a valid pre-image."""
+        check_assignment(value, self.shape, self.label)
         return value

@@ -18,6 +18,7 @@ from ..linalg import (
     stiefel_cayley,
     stiefel_expm,
 )
+from ._validation import check_assignment
 
 __all__ = ["ORTHOGONAL_MAPS", "Orthogonal", "OrthogonalMap"]
 
@@ -29,9 +30,10 @@ def _column_signs(X: Tensor) -> Tensor:
     # The Householder map reads one sign per column from the diagonal. torch casts the diagonal
     # with `.int()`, so weight decay that shrinks -1 to -0.99997 truncates it to 0 and zeroes a
     # column. Comparing with zero keeps every sign at exactly +-1 whatever the optimizer does.
+    # signbit also reads -0.0, where decoupled weight decay eventually takes a -1, as negative.
     diagonal = X.diagonal(dim1=-2, dim2=-1)
     one = torch.ones((), dtype=X.dtype, device=X.device)
-    return torch.where(diagonal < 0, -one, one).unsqueeze(-2)
+    return torch.where(torch.signbit(diagonal), -one, one).unsqueeze(-2)
 
 
 def _identity_point(like: Tensor) -> Tensor:
@@ -40,6 +42,10 @@ def _identity_point(like: Tensor) -> Tensor:
     X = torch.zeros_like(like)
     X.diagonal(dim1=-2, dim2=-1).fill_(-1.0)
     return X
+
+
+# LAPACK's QR has no half-precision kernels on the CPU: orthogonalise these in float32.
+_UPCAST = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 
 
 def _pad_columns(X: Tensor) -> Tensor:
@@ -69,6 +75,7 @@ class Orthogonal(nn.Module):
         shape: shape of the weight, at least two dimensions.
         orthogonal_map: ``"matrix_exp"``, ``"cayley"`` or ``"householder"``.
         use_trivialization: whether to keep a ``base`` buffer. Default: ``True``.
+        label: how error messages name the tensor (e.g. ``"Linear.weight"``). Default: none.
 
     Example:
         >>> param = Orthogonal(torch.Size([5, 3]), "cayley")
@@ -86,10 +93,12 @@ class Orthogonal(nn.Module):
         orthogonal_map: OrthogonalMap,
         *,
         use_trivialization: bool = True,
+        label: str | None = None,
     ) -> None:
         super().__init__()
         self.shape = torch.Size(shape)
         self.orthogonal_map = orthogonal_map
+        self.label = label or "the orthogonal tensor"
         if use_trivialization:
             self.register_buffer("base", None)
 
@@ -109,6 +118,11 @@ class Orthogonal(nn.Module):
             X = X.mT
         Q = self._tall_map(X)
         if self.use_trivialization:
+            if self.base is None:
+                raise RuntimeError(
+                    f"{self.label}: the orthogonal parametrization has no base yet; set one with "
+                    "right_inverse() or reset_base_() before reading the weight."
+                )
             Q = self.base @ Q
         return Q.mT if transposed else Q
 
@@ -129,28 +143,26 @@ class Orthogonal(nn.Module):
         With trivialization, ``Q`` (orthogonalised by QR with ``diag(R) >= 0`` unless it already
         has orthonormal columns; a tall ``Q`` is completed to a square one with random columns)
         becomes the ``base`` and ``X`` is the point that the map sends to ``I``. Without it, only
-        the Householder map can be inverted.
+        the Householder map can be inverted. Half-precision tensors are orthogonalised in
+        float32, since LAPACK's QR has no half-precision kernels.
 
         Raises:
-            ValueError: ``Q`` does not have the parametrized tensor's shape, or not the dtype of
-                the current base.
+            TypeError: ``Q`` is not a tensor.
+            ValueError: ``Q`` does not have the parametrized tensor's shape, or not the dtype and
+                device of the current base.
             NotImplementedError: ``"matrix_exp"`` or ``"cayley"`` without trivialization.
         """
-        if Q.shape != self.shape:
-            raise ValueError(
-                f"Cannot assign a tensor of shape {tuple(Q.shape)} to an orthogonal tensor of "
-                f"shape {tuple(self.shape)}: expected a matrix or batch of matrices of shape "
-                f"{tuple(self.shape)}."
-            )
+        check_assignment(Q, self.shape, self.label)
         base = getattr(self, "base", None)
-        if base is not None and Q.dtype != base.dtype:
+        if base is not None and (Q.dtype, Q.device) != (base.dtype, base.device):
             # Checked here because torch's own dtype check runs only after right_inverse returns,
-            # when a new base of the wrong dtype would already have broken the module.
+            # when a new base of the wrong dtype or device would already have broken the module.
             raise ValueError(
-                f"Cannot assign a tensor of dtype {Q.dtype} to an orthogonal tensor of dtype "
-                f"{base.dtype}."
+                f"{self.label}: cannot assign a tensor of dtype {Q.dtype} on {Q.device}; expected "
+                f"dtype {base.dtype} on {base.device}."
             )
-        Q_init = Q
+        dtype = Q.dtype
+        Q_init = Q = Q.to(_UPCAST.get(dtype, dtype))
         transposed = Q.size(-2) < Q.size(-1)
         if transposed:
             Q = Q.mT
@@ -163,7 +175,7 @@ class Orthogonal(nn.Module):
                     "parametrizations when use_trivialization=False."
                 )
             X = householder_reflectors(Q)
-            return X.mT if transposed else X
+            return (X.mT if transposed else X).to(dtype)
 
         if n == k:
             Q = Q.clone() if is_orthogonal(Q) else qr_positive(Q)
@@ -172,8 +184,21 @@ class Orthogonal(nn.Module):
             # the weight can rotate into. The same draw as torch keeps seeded runs identical.
             fill = torch.randn(*Q.shape[:-2], n, n - k, dtype=Q.dtype, device=Q.device)
             Q = qr_positive(torch.cat([Q, fill], dim=-1))
-        self.base = Q
-        return _identity_point(Q_init)
+        self.base = Q.to(dtype)
+        return _identity_point(Q_init).to(dtype)
+
+    @torch.no_grad()
+    def reset_base_(self, like: Tensor) -> None:
+        """Set the base to the identity, in ``like``'s dtype and device and batch shape.
+
+        For a parametrization stacked after others, whose input is not the stored tensor and
+        whose :meth:`right_inverse` torch therefore never calls.
+        """
+        if not self.use_trivialization:
+            return
+        n = max(self.shape[-2], self.shape[-1])
+        eye = torch.eye(n, dtype=like.dtype, device=like.device)
+        self.base = eye.expand(*self.shape[:-2], n, n).clone()
 
     @torch.no_grad()
     def rebase_(self, X: Tensor) -> Tensor:
