@@ -20,6 +20,7 @@ case "$job" in
   bench) exec "$venv/bin/python" -m geoparam bench "$@" ;;
   test)
     "$venv/bin/ruff" check src tests benchmarks examples
+    "$venv/bin/ruff" format --check -q src tests benchmarks examples
     "$venv/bin/python" -m pytest -q "$@"
     if [ -f mkdocs.yml ]; then "$venv/bin/mkdocs" build --strict -q -d "$(mktemp -d)"; fi
     ;;

@@ -30,7 +30,8 @@ import geoparam
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PAGES = sorted(DOCS.rglob("*.md"))
+# The README is a page too: its quickstart must run.
+PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
 
 # A fenced block that opens with ```python (possibly indented, e.g. inside an admonition) and
 # closes with ``` at the same indentation; a ```text block right after it is its output.
@@ -92,7 +93,7 @@ def package_modules() -> list[str]:
     return sorted(names)
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_docs_page_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every ```python block of the page runs, in order, in one namespace."""
     blocks = python_blocks(page)
@@ -115,7 +116,7 @@ def test_docs_have_python_examples() -> None:
     assert sum(len(python_blocks(page)) for page in PAGES) >= 10
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(DOCS)))
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_docs_fences_are_known(page: Path) -> None:
     """Code is fenced as python (run), text (output) or bash (not run): no untested py/pycon."""
     fences = re.findall(r"^[ \t]*```(\w*)", page.read_text(encoding="utf-8"), flags=re.MULTILINE)
