@@ -7,17 +7,67 @@ from torch import Tensor
 
 __all__ = ["cayley"]
 
+# Low-precision inputs are inverted in single precision: the CPU LU does not take half types.
+_COMPUTE_DTYPE = {
+    torch.float16: torch.float32,
+    torch.bfloat16: torch.float32,
+    torch.complex32: torch.complex64,
+}
+
+
+def _cayley(A: Tensor) -> Tensor:
+    """``2 (I - A/2)⁻¹ - I``, with no autograd bookkeeping."""
+    eye = torch.eye(A.size(-1), dtype=A.dtype, device=A.device)
+    # inv_ex skips the singularity check (a host sync): for skew A, I - A/2 has eigenvalues
+    # 1 - iλ/2 with λ real, so it is always invertible.
+    M_inv = torch.linalg.inv_ex(torch.add(eye, A, alpha=-0.5))[0]
+    return M_inv.mul_(2.0).sub_(eye)
+
+
+class _Cayley(torch.autograd.Function):
+    """:func:`_cayley` with a solve-free backward; see :func:`cayley`."""
+
+    @staticmethod
+    def forward(ctx, A: Tensor) -> Tensor:
+        Q = _cayley(A)
+        # M⁻¹ = (Q + I)/2 is recovered from the output to rounding, so nothing else is kept.
+        ctx.save_for_backward(Q)
+        return Q
+
+    @staticmethod
+    def backward(ctx, grad_Q: Tensor) -> Tensor:
+        (Q,) = ctx.saved_tensors
+        # dQ = 2 d(M⁻¹) = -2 M⁻¹ dM M⁻¹ = M⁻¹ dA M⁻¹, whose adjoint is G ↦ M⁻ᴴ G M⁻ᴴ, and
+        # M⁻ᴴ = (Qᴴ + I)/2. The factor ¼ is a power of two, applied once at the end.
+        M_inv_h = Q.mH.clone()
+        M_inv_h.diagonal(dim1=-2, dim2=-1).add_(1.0)
+        return torch.matmul(M_inv_h @ grad_Q, M_inv_h).mul_(0.25)
+
 
 def cayley(A: Tensor) -> Tensor:
     """Cayley transform ``(I - A/2)⁻¹ (I + A/2)`` of a batch of skew matrices.
 
-    Placeholder that calls :func:`torch.linalg.solve`; the fast kernel replaces it.
+    Since ``I + A/2 = 2I - (I - A/2)``, the transform is ``Q = 2 (I - A/2)⁻¹ - I``: one matrix
+    inverse, no multiplication. For ``A = -Aᴴ`` the matrix ``I - A/2`` has eigenvalues
+    ``1 - iλ/2`` (``λ`` real), so it is invertible with ``‖(I - A/2)⁻¹‖₂ ≤ 1``, and ``Q`` is
+    orthogonal (unitary).
+
+    The backward reuses the inverse: ``dQ = M⁻¹ dA M⁻¹`` with ``M = I - A/2``, so the gradient
+    with respect to ``A`` is ``M⁻ᴴ G M⁻ᴴ`` for an incoming gradient ``G``; two matrix products, no
+    solve. Both identities hold for any ``A`` with ``I - A/2`` invertible, so the gradient equals
+    the one autograd gives for ``torch.linalg.solve(I - A/2, I + A/2)``; it is not projected onto
+    the skew matrices (compose with ``X - X.mH`` for that).
 
     Args:
-        A: tensor of shape ``(..., n, n)`` with ``A = -Aᴴ``.
+        A: real or complex tensor of shape ``(..., n, n)`` with ``A = -Aᴴ`` (not checked).
+            ``float16``, ``bfloat16`` and ``complex32`` are computed in single precision and cast
+            back.
 
     Returns:
-        The orthogonal (unitary) matrix ``(I - A/2)⁻¹ (I + A/2)``.
+        The orthogonal (unitary) matrix ``(I - A/2)⁻¹ (I + A/2)``, of the shape and dtype of ``A``.
+
+    Raises:
+        ValueError: if ``A`` is not a batch of square matrices.
 
     Example:
         >>> X = torch.randn(4, 4)
@@ -25,5 +75,12 @@ def cayley(A: Tensor) -> Tensor:
         >>> torch.allclose(Q.mT @ Q, torch.eye(4), atol=1e-5)
         True
     """
-    eye = torch.eye(A.size(-1), dtype=A.dtype, device=A.device)
-    return torch.linalg.solve(eye - 0.5 * A, eye + 0.5 * A)
+    if A.dim() < 2 or A.size(-1) != A.size(-2):
+        raise ValueError(f"cayley expects square matrices (..., n, n), got {tuple(A.shape)}")
+    if A.dtype in _COMPUTE_DTYPE:
+        return cayley(A.to(_COMPUTE_DTYPE[A.dtype])).to(A.dtype)
+    if torch.is_grad_enabled() and A.requires_grad:
+        return _Cayley.apply(A)
+    # Without a backward to prepare for, skip the autograd.Function: its dispatch costs tens of
+    # microseconds, as much as the whole map for small matrices.
+    return _cayley(A)

@@ -1,0 +1,173 @@
+"""Tests for geoparam.linalg.cayley: the Cayley map of skew matrices and its backward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from geoparam.linalg.cayley import cayley
+
+REAL_AND_COMPLEX = [torch.float64, torch.complex128]
+SINGLE = [torch.float32, torch.complex64]
+WIDE = {torch.float32: torch.float64, torch.complex64: torch.complex128}
+
+
+def torch_cayley(A: torch.Tensor) -> torch.Tensor:
+    """The oracle: torch's solve, as ``torch.nn.utils.parametrizations.orthogonal`` uses it."""
+    eye = torch.eye(A.size(-1), dtype=A.dtype)
+    return torch.linalg.solve(eye - A / 2, eye + A / 2)
+
+
+def randn(*shape: int, seed: int, dtype=torch.float64) -> torch.Tensor:
+    return torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+
+
+def random_skew(*shape: int, seed: int, dtype=torch.float64, scale: float = 1.0) -> torch.Tensor:
+    X = randn(*shape, seed=seed, dtype=dtype) * scale
+    return X - X.mH
+
+
+def relative_error(x: torch.Tensor, reference: torch.Tensor) -> float:
+    return (torch.linalg.norm(x - reference) / torch.linalg.norm(reference)).item()
+
+
+def value_and_grad(f, A: torch.Tensor, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    leaf = A.detach().clone().requires_grad_(True)
+    Q = f(leaf)
+    (grad,) = torch.autograd.grad(Q, leaf, G)
+    return Q.detach(), grad
+
+
+@pytest.mark.parametrize("dtype", REAL_AND_COMPLEX)
+@pytest.mark.parametrize("shape", [(5, 5), (2, 3, 4, 4)])
+def test_gradcheck(dtype, shape):
+    X = randn(*shape, seed=1, dtype=dtype).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda X: cayley(X - X.mH), (X,))
+
+
+@pytest.mark.parametrize("dtype", REAL_AND_COMPLEX)
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 30.0])
+@pytest.mark.parametrize("shape", [(1, 1), (6, 6), (2, 3, 5, 5)])
+def test_matches_torch_in_double(dtype, scale, shape):
+    A = random_skew(*shape, seed=2, dtype=dtype, scale=scale)
+    G = randn(*shape, seed=3, dtype=dtype)
+    Q, grad = value_and_grad(cayley, A, G)
+    expected_Q, expected_grad = value_and_grad(torch_cayley, A, G)
+    assert (Q - expected_Q).abs().max().item() < 1e-13
+    assert relative_error(grad, expected_grad) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", REAL_AND_COMPLEX)
+def test_gradient_matches_torch_off_the_skew_matrices(dtype):
+    # (I - A/2)⁻¹(I + A/2) = 2(I - A/2)⁻¹ - I for every A, so the gradients agree everywhere.
+    A = 0.3 * randn(6, 6, seed=4, dtype=dtype)
+    G = randn(6, 6, seed=5, dtype=dtype)
+    _, grad = value_and_grad(cayley, A, G)
+    _, expected = value_and_grad(torch_cayley, A, G)
+    assert relative_error(grad, expected) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", SINGLE)
+def test_batches_match_single_matrices(dtype):
+    A = random_skew(3, 4, 7, 7, seed=6, dtype=dtype)
+    G = randn(3, 4, 7, 7, seed=7, dtype=dtype)
+    Q, grad = value_and_grad(cayley, A, G)
+    for index in np.ndindex(3, 4):
+        single_Q, single_grad = value_and_grad(cayley, A[index], G[index])
+        torch.testing.assert_close(Q[index], single_Q)
+        torch.testing.assert_close(grad[index], single_grad)
+
+
+@pytest.mark.parametrize("requires_grad", [True, False])
+@pytest.mark.parametrize("n", [8, 64, 256])
+@pytest.mark.parametrize("dtype", SINGLE)
+def test_orthogonal_in_single_precision(n, dtype, requires_grad):
+    Q = cayley(random_skew(n, n, seed=n, dtype=dtype).requires_grad_(requires_grad)).detach()
+    eye = torch.eye(n, dtype=dtype)
+    eps = torch.finfo(Q.real.dtype).eps
+    assert torch.linalg.matrix_norm(Q.mH @ Q - eye, 2).item() <= 10 * n * eps
+
+
+def test_no_grad_route_agrees_with_the_differentiable_one():
+    A = random_skew(3, 9, 9, seed=12, dtype=torch.float32).requires_grad_(True)
+    with torch.no_grad():
+        inference = cayley(A)
+    assert inference.grad_fn is None
+    assert torch.equal(inference, cayley(A).detach())
+
+
+@pytest.mark.parametrize("dtype", SINGLE)
+def test_gradient_accuracy_in_single_precision(dtype):
+    n = 64
+    A = random_skew(n, n, seed=8, dtype=dtype)
+    G = randn(n, n, seed=9, dtype=dtype)
+    _, expected = value_and_grad(torch_cayley, A.to(WIDE[dtype]), G.to(WIDE[dtype]))
+
+    def error(scale: float) -> float:
+        _, grad = value_and_grad(cayley, A, G * scale)
+        return relative_error(grad.to(WIDE[dtype]) / scale, expected)
+
+    base = error(1.0)
+    assert base <= 1e-5
+    # An AMP-style loss scale changes nothing: the backward is two products with G.
+    assert error(65536.0) <= 1.01 * base
+
+
+@pytest.mark.parametrize(
+    ("dtype", "single"),
+    [
+        (torch.float16, torch.float32),
+        (torch.bfloat16, torch.float32),
+        (torch.complex32, torch.complex64),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+def test_half_precision_computes_in_single(dtype, single):
+    A = random_skew(2, 12, 12, seed=10, dtype=single).to(dtype).requires_grad_(True)
+    Q = cayley(A)
+    Q.abs().sum().backward()
+    assert Q.dtype == A.grad.dtype == dtype
+    expected = cayley(A.detach().to(single))
+    assert (Q.to(single) - expected).abs().max().item() <= torch.finfo(Q.real.dtype).eps
+
+
+@pytest.mark.parametrize("dtype", REAL_AND_COMPLEX)
+def test_second_derivatives(dtype):
+    # The backward is written in terms of the output Q, so it is itself differentiable.
+    X = randn(2, 4, 4, seed=11, dtype=dtype).requires_grad_(True)
+    assert torch.autograd.gradgradcheck(lambda X: cayley(X - X.mH), (X,))
+
+
+def test_zero_and_empty_inputs():
+    assert torch.equal(cayley(torch.zeros(3, 3)), torch.eye(3))
+    assert cayley(torch.zeros(2, 0, 0)).shape == (2, 0, 0)
+    assert cayley(torch.zeros(0, 4, 4)).shape == (0, 4, 4)
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match=r"\(\.\.\., n, n\)"):
+        cayley(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match=r"\(\.\.\., n, n\)"):
+        cayley(torch.zeros(3))
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(
+    n=st.integers(1, 7),
+    log_scale=st.floats(-3.0, 2.0),
+    complex_=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_property_unitary_and_inverse_of_negation(n, log_scale, complex_, seed):
+    dtype = torch.complex128 if complex_ else torch.float64
+    A = random_skew(n, n, seed=seed, dtype=dtype, scale=10.0**log_scale)
+    Q = cayley(A)
+    eye = torch.eye(n, dtype=dtype)
+    assert (Q.mH @ Q - eye).abs().max().item() < 1e-13
+    # cay(-A) = cay(A)⁻¹ = cay(A)ᴴ, and the inverse Cayley map 2(Q - I)(Q + I)⁻¹ recovers A.
+    assert (cayley(-A) - Q.mH).abs().max().item() < 1e-13
+    recovered = 2 * torch.linalg.solve(Q + eye, Q - eye, left=False)
+    assert (recovered - A).abs().max().item() < 1e-11 * (1 + A.abs().max().item())

@@ -1,0 +1,162 @@
+"""Tests for geoparam.linalg.householder: the compact-WY product of reflectors and its backward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from geoparam.linalg.householder import householder_product
+
+SHAPES = [(1, 1), (4, 4), (6, 3), (7, 1), (2, 5, 3), (2, 3, 6, 6)]
+
+
+def torch_householder(reflectors: torch.Tensor) -> torch.Tensor:
+    """The oracle: LAPACK's sequential product, with the same τᵢ = 2 / ‖vᵢ‖²."""
+    tails = reflectors.tril(diagonal=-1)
+    tau = 2.0 / (1.0 + (tails * tails).sum(dim=-2))
+    return torch.linalg.householder_product(tails, tau)
+
+
+def randn(*shape: int, seed: int, dtype=torch.float64) -> torch.Tensor:
+    return torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))
+
+
+def relative_error(x: torch.Tensor, reference: torch.Tensor) -> float:
+    return (torch.linalg.norm(x - reference) / torch.linalg.norm(reference)).item()
+
+
+def value_and_grad(f, A: torch.Tensor, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    leaf = A.detach().clone().requires_grad_(True)
+    Q = f(leaf)
+    (grad,) = torch.autograd.grad(Q, leaf, G)
+    return Q.detach(), grad
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (6, 3), (2, 5, 3)])
+def test_gradcheck(shape):
+    A = randn(*shape, seed=1).requires_grad_(True)
+    assert torch.autograd.gradcheck(householder_product, (A,))
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 30.0])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_matches_torch_in_double(shape, scale):
+    A = scale * randn(*shape, seed=2)
+    G = randn(*shape, seed=3)
+    Q, grad = value_and_grad(householder_product, A, G)
+    expected_Q, expected_grad = value_and_grad(torch_householder, A, G)
+    assert (Q - expected_Q).abs().max().item() < 1e-13
+    # A 1 × 1 input has no free entry: both gradients are zero.
+    assert (grad - expected_grad).abs().max().item() <= 1e-12 * expected_grad.abs().max().item()
+
+
+def test_gradient_reaches_only_the_strictly_lower_part():
+    A = randn(6, 4, seed=4).requires_grad_(True)
+    Q = householder_product(A)
+    Q.backward(randn(6, 4, seed=5))
+    assert torch.equal(A.grad.triu(), torch.zeros(6, 4, dtype=A.dtype))
+    # The diagonal and the upper triangle are ignored by the forward too.
+    assert torch.equal(householder_product(A.detach().tril(-1).requires_grad_(True)), Q)
+
+
+def test_batches_match_single_matrices():
+    A = randn(3, 4, 9, 5, seed=6, dtype=torch.float32).requires_grad_(True)
+    G = randn(3, 4, 9, 5, seed=7, dtype=torch.float32)
+    Q = householder_product(A)
+    Q.backward(G)
+    for index in np.ndindex(3, 4):
+        single_Q, single_grad = value_and_grad(householder_product, A[index], G[index])
+        torch.testing.assert_close(Q[index].detach(), single_Q)
+        torch.testing.assert_close(A.grad[index], single_grad)
+
+
+@pytest.mark.parametrize("requires_grad", [True, False])
+@pytest.mark.parametrize("shape", [(256, 256), (256, 32)])
+def test_orthonormal_in_single_precision(shape, requires_grad):
+    A = randn(*shape, seed=8, dtype=torch.float32).requires_grad_(requires_grad)
+    Q = householder_product(A).detach()
+    eye = torch.eye(shape[1])
+    n = shape[0]
+    assert torch.linalg.matrix_norm(Q.mT @ Q - eye, 2).item() <= 10 * n * torch.finfo().eps
+
+
+def test_no_grad_route_agrees_with_the_differentiable_one():
+    A = randn(3, 40, 24, seed=12, dtype=torch.float32).requires_grad_(True)
+    with torch.no_grad():
+        inference = householder_product(A)
+    assert inference.grad_fn is None
+    torch.testing.assert_close(inference, householder_product(A).detach())
+
+
+@pytest.mark.parametrize("shape", [(128, 128), (128, 16)])
+def test_gradient_accuracy_in_single_precision(shape):
+    A = randn(*shape, seed=9, dtype=torch.float32)
+    G = randn(*shape, seed=10, dtype=torch.float32)
+    _, expected = value_and_grad(torch_householder, A.double(), G.double())
+
+    def error(scale: float) -> float:
+        _, grad = value_and_grad(householder_product, A, G * scale)
+        return relative_error(grad.double() / scale, expected)
+
+    base = error(1.0)
+    assert base <= 1e-5
+    # An AMP-style loss scale changes nothing: the backward is linear in G, with no G-dependent
+    # steps, so the relative error stays put.
+    assert error(65536.0) <= 1.01 * base
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_computes_in_float32(dtype):
+    A = randn(2, 12, 8, seed=11, dtype=torch.float32).to(dtype).requires_grad_(True)
+    Q = householder_product(A)
+    Q.sum().backward()
+    assert Q.dtype == A.grad.dtype == dtype
+    expected = householder_product(A.detach().float())
+    assert (Q.float() - expected).abs().max().item() <= torch.finfo(dtype).eps
+
+
+def test_second_derivatives_are_refused():
+    A = randn(5, 3, seed=13).requires_grad_(True)
+    (grad,) = torch.autograd.grad(
+        householder_product(A), A, randn(5, 3, seed=14), create_graph=True
+    )
+    # The backward uses factors built outside the graph: it must not pretend to be differentiable.
+    assert not grad.requires_grad
+
+
+@pytest.mark.parametrize("requires_grad", [True, False])
+def test_empty_inputs(requires_grad):
+    for shape in [(3, 0), (0, 4, 3)]:
+        A = torch.zeros(shape, requires_grad=requires_grad)
+        assert householder_product(A).shape == shape
+
+
+def test_bad_inputs_raise():
+    with pytest.raises(ValueError, match="n >= k"):
+        householder_product(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="n >= k"):
+        householder_product(torch.zeros(3))
+    with pytest.raises(ValueError, match="real"):
+        householder_product(torch.zeros(4, 3, dtype=torch.complex64))
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(
+    n=st.integers(1, 8),
+    k_fraction=st.floats(0.0, 1.0),
+    batch=st.integers(1, 3),
+    log_scale=st.floats(-3.0, 2.0),
+    seed=st.integers(0, 2**16),
+)
+def test_property_orthonormal_and_matches_torch(n, k_fraction, batch, log_scale, seed):
+    k = max(1, round(k_fraction * n))
+    A = 10.0**log_scale * randn(batch, n, k, seed=seed)
+    G = randn(batch, n, k, seed=seed + 1)
+    Q, grad = value_and_grad(householder_product, A, G)
+    expected_Q, expected_grad = value_and_grad(torch_householder, A, G)
+    assert (Q.mT @ Q - torch.eye(k, dtype=Q.dtype)).abs().max().item() < 1e-13
+    assert (Q - expected_Q).abs().max().item() < 1e-13
+    assert (grad - expected_grad).abs().max().item() < 1e-11 * (1 + expected_grad.abs().max())
