@@ -2,7 +2,7 @@
 
 from .cayley import cayley
 from .expm import expm_skew
-from .householder import householder_product
+from .householder import householder_product, householder_square
 from .orthogonalize import householder_reflectors, is_orthogonal, polar, qr_positive
 from .power import power_iteration_
 from .stiefel import stiefel_cayley, stiefel_expm
@@ -12,6 +12,7 @@ __all__ = [
     "expm_skew",
     "householder_product",
     "householder_reflectors",
+    "householder_square",
     "is_orthogonal",
     "polar",
     "power_iteration_",

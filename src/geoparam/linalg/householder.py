@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["householder_product"]
+__all__ = ["householder_product", "householder_square"]
 
 # Low-precision inputs are accumulated in float32: the triangular solve needs the mantissa, and
 # the CPU solvers do not take half types.
@@ -119,3 +119,32 @@ def householder_product(reflectors: Tensor) -> Tensor:
     # product with fewer flops (4/3 n³ against 5 n³ for a square input).
     tails = reflectors.tril(diagonal=-1)
     return torch.linalg.householder_product(tails, 2.0 / (1.0 + (tails * tails).sum(dim=-2)))
+
+
+@torch.no_grad()
+def householder_square(reflectors: Tensor) -> Tensor:
+    """All ``n`` columns of ``H₁ ⋯ H_k``, for reflectors stored as in :func:`householder_product`.
+
+    The ``n x n`` orthogonal matrix whose first ``k`` columns :func:`householder_product` returns;
+    the remaining columns complete them. Used when a base absorbs the current rotation
+    (re-basing), so it is computed without a gradient, by LAPACK's ``orgqr`` with ``τ = 0`` (an
+    identity reflector) for the missing columns.
+
+    Args:
+        reflectors: real tensor of shape ``(..., n, k)`` with ``n >= k``.
+
+    Returns:
+        Orthogonal tensor of shape ``(..., n, n)``.
+
+    Example:
+        >>> R = torch.randn(5, 2)
+        >>> H = householder_square(R)
+        >>> torch.allclose(H[:, :2], householder_product(R), atol=1e-6)
+        True
+    """
+    n, k = reflectors.size(-2), reflectors.size(-1)
+    tails = reflectors.tril(diagonal=-1)
+    tau = 2.0 / (1.0 + (tails * tails).sum(dim=-2))
+    tau = torch.cat([tau, tau.new_zeros(*tau.shape[:-1], n - k)], dim=-1)
+    tails = torch.cat([tails, tails.new_zeros(*tails.shape[:-1], n - k)], dim=-1)
+    return torch.linalg.householder_product(tails, tau)

@@ -12,6 +12,7 @@ from ..linalg import (
     expm_skew,
     householder_product,
     householder_reflectors,
+    householder_square,
     is_orthogonal,
     polar,
     qr_positive,
@@ -224,14 +225,9 @@ class Orthogonal(nn.Module):
     def _square_map(self, X: Tensor) -> Tensor:
         # The n x n orthogonal matrix whose first k columns are _tall_map(X).
         if self.orthogonal_map == "householder":
-            # tau = 0 makes the extra columns' reflectors the identity.
-            extra = X.size(-2) - X.size(-1)
-            tails = X.tril(diagonal=-1)
-            tau = 2.0 / (1.0 + (tails * tails).sum(dim=-2))
-            tau = torch.cat([tau, tau.new_zeros(*tau.shape[:-1], extra)], dim=-1)
             signs = _column_signs(X)
-            signs = torch.cat([signs, signs.new_ones(*signs.shape[:-1], extra)], dim=-1)
-            return torch.linalg.householder_product(_pad_columns(tails), tau) * signs
+            extra = signs.new_ones(*signs.shape[:-1], X.size(-2) - X.size(-1))
+            return householder_square(X) * torch.cat([signs, extra], dim=-1)
         L = _pad_columns(X.tril())
         A = L - L.mH
         return expm_skew(A) if self.orthogonal_map == "matrix_exp" else cayley(A)
