@@ -28,30 +28,35 @@ def _unit_lower(reflectors: Tensor) -> Tensor:
     return V
 
 
+def _lapack_product(reflectors: Tensor) -> Tensor:
+    # LAPACK's blocked orgqr: 4/3 n³ flops for a square input, and the accuracy of torch's map.
+    tails = reflectors.tril(diagonal=-1)
+    return torch.linalg.householder_product(tails, 2.0 / (1.0 + (tails * tails).sum(dim=-2)))
+
+
 class _HouseholderProduct(torch.autograd.Function):
-    """``Q = I_{n,k} - V T V₁ᵀ`` with an explicit backward; see :func:`householder_product`."""
+    """The product by LAPACK, differentiated through the UT form (see householder_product)."""
 
     @staticmethod
     def forward(ctx, reflectors: Tensor) -> Tensor:
+        # The UT form would cost 5 n³ here and round slightly worse than orgqr; the backward
+        # rebuilds the two factors it needs (V and T V₁ᵀ) for 3 n³ more.
+        ctx.save_for_backward(reflectors)
+        return _lapack_product(reflectors)
+
+    @staticmethod
+    @once_differentiable  # V, T⁻¹ and X are built outside the graph: no second derivative.
+    def backward(ctx, grad_Q: Tensor) -> Tensor:
+        (reflectors,) = ctx.saved_tensors
         k = reflectors.size(-1)
         V = _unit_lower(reflectors)
         # T⁻¹ = striu(VᵀV) + ½ diag(VᵀV): the UT transform; T itself is never formed.
         T_inv = torch.matmul(V.mT, V).triu_()
         T_inv.diagonal(dim1=-2, dim2=-1).mul_(0.5)
-        # X = (T V₁ᵀ)ᵀ solves X (T⁻¹)ᵀ = V₁ and is lower triangular. Both triangular solves here are
-        # posed from the right on row-major operands, which LAPACK takes with no transposing copy:
-        # measured 1.4-3× faster in isolation than the same solves posed from the left.
+        # X = (T V₁ᵀ)ᵀ solves X (T⁻¹)ᵀ = V₁ and is lower triangular, so that Q = I - V Xᵀ. Both
+        # triangular solves here are posed from the right on row-major operands, which LAPACK
+        # takes with no transposing copy: measured 1.4-3× faster than the same solves from the left.
         X = torch.linalg.solve_triangular(T_inv.mT, V[..., :k, :], upper=False, left=False)
-        Q = torch.matmul(V, X.mT).neg_()
-        Q.diagonal(dim1=-2, dim2=-1).add_(1.0)
-        ctx.save_for_backward(V, T_inv, X)
-        return Q
-
-    @staticmethod
-    @once_differentiable  # V, T⁻¹ and X were built outside the graph: no second derivative.
-    def backward(ctx, grad_Q: Tensor) -> Tensor:
-        V, T_inv, X = ctx.saved_tensors
-        k = V.size(-1)
         # Differentiating Q = I - V Xᵀ with Xᵀ = T V₁ᵀ and T = (striu(VᵀV) + ½ diag(VᵀV))⁻¹
         # gives, with Kᵀ = GᵀV T and R = K X, the cotangent of V
         #   V (P + Pᵀ) - G X - [Kᵀ; 0],   P = striu(R) + ½ diag(R).
@@ -80,13 +85,12 @@ def householder_product(reflectors: Tensor) -> Tensor:
 
     ``H₁ ⋯ H_k = I - V T Vᵀ``,   ``T⁻¹ = striu(VᵀV) + ½ diag(VᵀV)``,
 
-    so the first ``k`` columns are ``I_{n,k} - V (T V₁ᵀ)`` with ``V₁`` the top ``k × k`` block:
-    one GEMM, one triangular solve and one GEMM instead of ``k`` rank-one updates, keeping ``V``,
-    ``T⁻¹`` and ``V₁Tᵀ`` for an explicit backward (three GEMMs on ``n × k`` panels, one
-    ``k × k`` product and one triangular solve). The gradient reaches only the strictly lower
-    part of ``reflectors``. When no gradient is needed (``torch.no_grad()`` or an input that does
-    not require grad) the product is left to LAPACK's blocked ``orgqr``, which needs fewer flops;
-    the two routes agree to rounding.
+    so the first ``k`` columns are ``I_{n,k} - V (T V₁ᵀ)``. The forward product is formed by
+    LAPACK's blocked ``orgqr`` (fewest flops, and torch's rounding); the backward differentiates
+    the UT form explicitly: one GEMM and one triangular solve rebuild ``T⁻¹`` and ``V₁Tᵀ``, then
+    three GEMMs on ``n × k`` panels, one ``k × k`` product and one more triangular solve give the
+    gradient, in place of torch's ``k`` sequential rank-one updates. The gradient reaches only
+    the strictly lower part of ``reflectors``.
 
     Args:
         reflectors: real tensor of shape ``(..., n, k)`` with ``n >= k``. ``float16`` and
@@ -115,10 +119,7 @@ def householder_product(reflectors: Tensor) -> Tensor:
         return householder_product(wide).to(reflectors.dtype)
     if torch.is_grad_enabled() and reflectors.requires_grad:
         return _HouseholderProduct.apply(reflectors)
-    # No backward will run, so nothing is worth keeping: LAPACK's blocked orgqr forms the same
-    # product with fewer flops (4/3 n³ against 5 n³ for a square input).
-    tails = reflectors.tril(diagonal=-1)
-    return torch.linalg.householder_product(tails, 2.0 / (1.0 + (tails * tails).sum(dim=-2)))
+    return _lapack_product(reflectors)
 
 
 @torch.no_grad()
