@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_testing import randn, relative_error, value_and_grad
 
 from geoparam.linalg.cayley import cayley
 
@@ -21,24 +22,9 @@ def torch_cayley(A: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve(eye - A / 2, eye + A / 2)
 
 
-def randn(*shape: int, seed: int, dtype=torch.float64) -> torch.Tensor:
-    return torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))
-
-
 def random_skew(*shape: int, seed: int, dtype=torch.float64, scale: float = 1.0) -> torch.Tensor:
     X = randn(*shape, seed=seed, dtype=dtype) * scale
     return X - X.mH
-
-
-def relative_error(x: torch.Tensor, reference: torch.Tensor) -> float:
-    return (torch.linalg.norm(x - reference) / torch.linalg.norm(reference)).item()
-
-
-def value_and_grad(f, A: torch.Tensor, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    leaf = A.detach().clone().requires_grad_(True)
-    Q = f(leaf)
-    (grad,) = torch.autograd.grad(Q, leaf, G)
-    return Q.detach(), grad
 
 
 @pytest.mark.parametrize("dtype", REAL_AND_COMPLEX)

@@ -11,6 +11,7 @@ import scipy.linalg
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_testing import relative_error
 
 from geoparam.linalg import expm as expm_module
 from geoparam.linalg.expm import expm_skew
@@ -31,10 +32,6 @@ def random_skew(*shape: int, norm: float, dtype=torch.float64, seed: int = 0) ->
 def frechet_adjoint(A: np.ndarray, G: np.ndarray) -> np.ndarray:
     """Gradient of Re⟨G, exp(A)⟩ in A: the Fréchet derivative at Aᴴ applied to G."""
     return scipy.linalg.expm_frechet(A.conj().T, G, compute_expm=False)
-
-
-def relative_error(x: torch.Tensor, reference: torch.Tensor) -> float:
-    return (torch.linalg.norm(x - reference) / torch.linalg.norm(reference)).item()
 
 
 # Norms that land, in float64, in each branch: degree 8, 12, 18, and 18 with squarings.

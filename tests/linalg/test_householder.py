@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_testing import randn, relative_error, value_and_grad
 
 from geoparam.linalg.householder import householder_product
 
@@ -18,21 +19,6 @@ def torch_householder(reflectors: torch.Tensor) -> torch.Tensor:
     tails = reflectors.tril(diagonal=-1)
     tau = 2.0 / (1.0 + (tails * tails).sum(dim=-2))
     return torch.linalg.householder_product(tails, tau)
-
-
-def randn(*shape: int, seed: int, dtype=torch.float64) -> torch.Tensor:
-    return torch.randn(*shape, dtype=dtype, generator=torch.Generator().manual_seed(seed))
-
-
-def relative_error(x: torch.Tensor, reference: torch.Tensor) -> float:
-    return (torch.linalg.norm(x - reference) / torch.linalg.norm(reference)).item()
-
-
-def value_and_grad(f, A: torch.Tensor, G: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    leaf = A.detach().clone().requires_grad_(True)
-    Q = f(leaf)
-    (grad,) = torch.autograd.grad(Q, leaf, G)
-    return Q.detach(), grad
 
 
 @pytest.mark.parametrize("shape", [(4, 4), (6, 3), (2, 5, 3)])
