@@ -16,12 +16,12 @@ _COMPUTE_DTYPE = {
 
 
 def _cayley(A: Tensor) -> Tensor:
-    """``2 (I - A/2)⁻¹ - I``, with no autograd bookkeeping."""
+    """``(I - A/2)⁻¹ (I + A/2)`` by one LU solve, with no autograd bookkeeping."""
     eye = torch.eye(A.size(-1), dtype=A.dtype, device=A.device)
-    # inv_ex skips the singularity check (a host sync): for skew A, I - A/2 has eigenvalues
-    # 1 - iλ/2 with λ real, so it is always invertible.
-    M_inv = torch.linalg.inv_ex(torch.add(eye, A, alpha=-0.5))[0]
-    return M_inv.mul_(2.0).sub_(eye)
+    # A solve rounds better than forming the inverse (getri) and costs no more. solve_ex skips
+    # the singularity check (a host sync): for skew A, I - A/2 has eigenvalues 1 - iλ/2 with λ
+    # real, so it is always invertible.
+    return torch.linalg.solve_ex(torch.add(eye, A, alpha=-0.5), torch.add(eye, A, alpha=0.5))[0]
 
 
 class _Cayley(torch.autograd.Function):
@@ -47,12 +47,12 @@ class _Cayley(torch.autograd.Function):
 def cayley(A: Tensor) -> Tensor:
     """Cayley transform ``(I - A/2)⁻¹ (I + A/2)`` of a batch of skew matrices.
 
-    Since ``I + A/2 = 2I - (I - A/2)``, the transform is ``Q = 2 (I - A/2)⁻¹ - I``: one matrix
-    inverse, no multiplication. For ``A = -Aᴴ`` the matrix ``I - A/2`` has eigenvalues
-    ``1 - iλ/2`` (``λ`` real), so it is invertible with ``‖(I - A/2)⁻¹‖₂ ≤ 1``, and ``Q`` is
-    orthogonal (unitary).
+    The forward is one LU solve, as in torch. Since ``I + A/2 = 2I - (I - A/2)``, the transform
+    is also ``Q = 2 (I - A/2)⁻¹ - I``, so ``(I - A/2)⁻¹ = (Q + I)/2`` comes free with the output.
+    For ``A = -Aᴴ`` the matrix ``I - A/2`` has eigenvalues ``1 - iλ/2`` (``λ`` real), so it is
+    invertible with ``‖(I - A/2)⁻¹‖₂ ≤ 1``, and ``Q`` is orthogonal (unitary).
 
-    The backward reuses the inverse: ``dQ = M⁻¹ dA M⁻¹`` with ``M = I - A/2``, so the gradient
+    The backward reuses that inverse: ``dQ = M⁻¹ dA M⁻¹`` with ``M = I - A/2``, so the gradient
     with respect to ``A`` is ``M⁻ᴴ G M⁻ᴴ`` for an incoming gradient ``G``; two matrix products, no
     solve. Both identities hold for any ``A`` with ``I - A/2`` invertible, so the gradient equals
     the one autograd gives for ``torch.linalg.solve(I - A/2, I + A/2)``; it is not projected onto

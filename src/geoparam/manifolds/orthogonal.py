@@ -31,10 +31,9 @@ def _column_signs(X: Tensor) -> Tensor:
     # The Householder map reads one sign per column from the diagonal. torch casts the diagonal
     # with `.int()`, so weight decay that shrinks -1 to -0.99997 truncates it to 0 and zeroes a
     # column. Comparing with zero keeps every sign at exactly +-1 whatever the optimizer does.
-    # signbit also reads -0.0, where decoupled weight decay eventually takes a -1, as negative.
+    # copysign also reads -0.0, where decoupled weight decay eventually takes a -1, as negative.
     diagonal = X.diagonal(dim1=-2, dim2=-1)
-    one = torch.ones((), dtype=X.dtype, device=X.device)
-    return torch.where(torch.signbit(diagonal), -one, one).unsqueeze(-2)
+    return torch.ones_like(diagonal).copysign_(diagonal).unsqueeze(-2)
 
 
 def _identity_point(like: Tensor) -> Tensor:
