@@ -63,7 +63,8 @@ class Orthogonal(nn.Module):
 
     * ``"matrix_exp"``: ``Q = B · exp(A)[:, :k]``, ``A = [L, 0] - [L, 0]ᴴ``, ``L = X.tril()``;
     * ``"cayley"``: the same with ``(I - A/2)⁻¹ (I + A/2)`` in place of ``exp(A)``;
-    * ``"householder"``: ``Q = B · H₁⋯H_k[:, :k] · diag(sign(diag X))`` with reflectors read
+    * ``"householder"``: ``Q = B · H₁⋯H_k[:, :k] · diag(s)``, ``sᵢ = -1`` where ``Xᵢᵢ`` has its
+      sign bit set (``-0.0`` included) and ``+1`` elsewhere, with reflectors read
       from the strictly lower part of ``X`` (real tensors only);
 
     where the base ``B`` (an ``n x n`` orthogonal buffer, *dynamic trivialization*,
