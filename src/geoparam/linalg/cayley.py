@@ -5,14 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["cayley"]
+from ._precision import working_dtype
 
-# Low-precision inputs are inverted in single precision: the CPU LU does not take half types.
-_COMPUTE_DTYPE = {
-    torch.float16: torch.float32,
-    torch.bfloat16: torch.float32,
-    torch.complex32: torch.complex64,
-}
+__all__ = ["cayley"]
 
 
 def _cayley(A: Tensor) -> Tensor:
@@ -77,8 +72,8 @@ def cayley(A: Tensor) -> Tensor:
     """
     if A.dim() < 2 or A.size(-1) != A.size(-2):
         raise ValueError(f"cayley expects square matrices (..., n, n), got {tuple(A.shape)}")
-    if A.dtype in _COMPUTE_DTYPE:
-        return cayley(A.to(_COMPUTE_DTYPE[A.dtype])).to(A.dtype)
+    if working_dtype(A.dtype) != A.dtype:
+        return cayley(A.to(working_dtype(A.dtype))).to(A.dtype)
     if torch.is_grad_enabled() and A.requires_grad:
         return _Cayley.apply(A)
     # Without a backward to prepare for, skip the autograd.Function: its dispatch costs tens of

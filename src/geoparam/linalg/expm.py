@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ._precision import working_dtype
+
 __all__ = ["expm_skew"]
 
 # Degree-8 scheme of Bader, Blanes and Casas (2019), three products, exactly T8:
@@ -183,7 +185,7 @@ def _forward(A: Tensor, keep: bool) -> tuple[Tensor, int, int, tuple[Tensor, ...
     """``exp(A)`` and, when ``keep``, the degree, the scaling and the tensors the backward needs."""
     shape, dtype = A.shape, A.dtype
     n = shape[-1]
-    A = A.reshape(-1, n, n).to(_compute_dtype(dtype))
+    A = A.reshape(-1, n, n).to(working_dtype(dtype))
     degree, s, powers = _scaled_powers(A)
     Q, saved = _SCHEMES[degree](powers)
     # exp(A) = T^(2^s); the backward of each squaring needs the matrix that was squared.
@@ -208,13 +210,6 @@ def _backward(G: Tensor, degree: int, s: int, saved: tuple[Tensor, ...]) -> Tens
         # X² has the adjoint gX ↦ gX Xᴴ + Xᴴ gX.
         gX = torch.baddbmm(torch.bmm(gX, X.mH), X.mH, gX)
     return vjp(gX, *scheme_saved).reshape(shape).to(dtype)
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # Half-precision products would lose the orthogonality; float32 costs little more.
-    if dtype in (torch.float16, torch.bfloat16):
-        return torch.float32
-    return dtype
 
 
 def _one_norm(X: Tensor) -> Tensor:

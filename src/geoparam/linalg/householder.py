@@ -14,11 +14,12 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ._precision import working_dtype
+
 __all__ = ["householder_product", "householder_square"]
 
 # Low-precision inputs are accumulated in float32: the triangular solve needs the mantissa, and
 # the CPU solvers do not take half types.
-_COMPUTE_DTYPE = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 
 
 def _unit_lower(reflectors: Tensor) -> Tensor:
@@ -114,8 +115,8 @@ def householder_product(reflectors: Tensor) -> Tensor:
             "householder_product expects shape (..., n, k) with n >= k, "
             f"got {tuple(reflectors.shape)}"
         )
-    if reflectors.dtype in _COMPUTE_DTYPE:
-        wide = reflectors.to(_COMPUTE_DTYPE[reflectors.dtype])
+    if working_dtype(reflectors.dtype) != reflectors.dtype:
+        wide = reflectors.to(working_dtype(reflectors.dtype))
         return householder_product(wide).to(reflectors.dtype)
     if torch.is_grad_enabled() and reflectors.requires_grad:
         return _HouseholderProduct.apply(reflectors)

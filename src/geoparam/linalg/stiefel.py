@@ -22,10 +22,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["stiefel_cayley", "stiefel_expm"]
+from ._precision import working_dtype
 
-# Dtypes without LAPACK kernels on every device; the maps run in float32 and cast back.
-_UPCAST = (torch.float16, torch.bfloat16)
+__all__ = ["stiefel_cayley", "stiefel_expm"]
 
 # 1-norms where torch.matrix_exp loses digits in float64/complex128: measured on torch 2.13 CPU
 # against scipy.linalg.expm, up to ~6e4 ulp for norms in (0.006, 0.049], a few ulp outside. Its
@@ -145,8 +144,8 @@ def stiefel_expm(X: Tensor) -> Tensor:
         >>> torch.allclose(Q, torch.matrix_exp(A - A.mT)[:, :2], atol=1e-5)
         True
     """
-    if X.dtype in _UPCAST:
-        return stiefel_expm(X.float()).to(X.dtype)
+    if working_dtype(X.dtype) != X.dtype:
+        return stiefel_expm(X.to(working_dtype(X.dtype))).to(X.dtype)
     A11, X2, C = _split(X)
     k = X.size(-1)
     # c only rescales a coordinate, so the result does not depend on it: detach it, which also
@@ -198,8 +197,8 @@ def stiefel_cayley(X: Tensor) -> Tensor:
         >>> torch.allclose(Q, Q_ref, atol=1e-5)
         True
     """
-    if X.dtype in _UPCAST:
-        return stiefel_cayley(X.float()).to(X.dtype)
+    if working_dtype(X.dtype) != X.dtype:
+        return stiefel_cayley(X.to(working_dtype(X.dtype))).to(X.dtype)
     A11, X2, C = _split(X)
     eye = torch.eye(X.size(-1), dtype=X.dtype, device=X.device)
     K = eye - 0.5 * A11 + 0.25 * C

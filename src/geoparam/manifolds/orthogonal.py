@@ -19,6 +19,7 @@ from ..linalg import (
     stiefel_cayley,
     stiefel_expm,
 )
+from ..linalg._precision import working_dtype
 from ._validation import check_assignment
 
 __all__ = ["ORTHOGONAL_MAPS", "Orthogonal", "OrthogonalMap"]
@@ -30,8 +31,8 @@ ORTHOGONAL_MAPS: tuple[str, ...] = ("matrix_exp", "cayley", "householder")
 def _column_signs(X: Tensor) -> Tensor:
     # The Householder map reads one sign per column from the diagonal. torch casts the diagonal
     # with `.int()`, so weight decay that shrinks -1 to -0.99997 truncates it to 0 and zeroes a
-    # column. Comparing with zero keeps every sign at exactly +-1 whatever the optimizer does.
-    # copysign also reads -0.0, where decoupled weight decay eventually takes a -1, as negative.
+    # column. Copying the diagonal's sign bit onto 1 keeps every sign at exactly +-1 whatever the
+    # optimizer does, and reads -0.0 (where decoupled weight decay eventually takes a -1) as -1.
     diagonal = X.diagonal(dim1=-2, dim2=-1)
     return torch.ones_like(diagonal).copysign_(diagonal).unsqueeze(-2)
 
@@ -42,10 +43,6 @@ def _identity_point(like: Tensor) -> Tensor:
     X = torch.zeros_like(like)
     X.diagonal(dim1=-2, dim2=-1).fill_(-1.0)
     return X
-
-
-# LAPACK's QR has no half-precision kernels on the CPU: orthogonalise these in float32.
-_UPCAST = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
 
 
 def _pad_columns(X: Tensor) -> Tensor:
@@ -163,7 +160,7 @@ class Orthogonal(nn.Module):
                 f"dtype {base.dtype} on {base.device}."
             )
         dtype = Q.dtype
-        Q_init = Q = Q.to(_UPCAST.get(dtype, dtype))
+        Q_init = Q = Q.to(working_dtype(dtype))
         transposed = Q.size(-2) < Q.size(-1)
         if transposed:
             Q = Q.mT
