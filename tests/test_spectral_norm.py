@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 from torch.nn.utils import parametrizations as torch_parametrizations
-from torch.nn.utils import parametrize
 
 import geoparam
 from parametrization_testing import (
@@ -14,6 +13,7 @@ from parametrization_testing import (
     Holder,
     assert_close_relative,
     move_original,
+    observe_torch_defect,
     register_pair,
     weight_and_grads,
 )
@@ -193,9 +193,15 @@ def test_loads_legacy_spectral_norm_checkpoint(make, input_shape):
     torch.testing.assert_close(ours(x), legacy(x))
     torch.testing.assert_close(ours.weight, legacy.weight)
 
-    # torch's own parametrization refuses these keys.
-    with pytest.raises(RuntimeError, match=r"(?s)Missing key.*Unexpected key.*weight_orig"):
-        torch_parametrizations.spectral_norm(make()).load_state_dict(state, strict=True)
+
+def test_torch_refuses_legacy_spectral_norm_keys():
+    legacy = torch.nn.utils.spectral_norm(nn.Linear(3, 5))
+    try:
+        torch_parametrizations.spectral_norm(nn.Linear(3, 5)).load_state_dict(legacy.state_dict())
+        refused = False
+    except RuntimeError as error:
+        refused = "weight_orig" in str(error)
+    observe_torch_defect(refused, "checkpoints of the hook-based spectral_norm do not load")
 
 
 def test_loads_legacy_checkpoint_in_a_submodule():
@@ -204,35 +210,3 @@ def test_loads_legacy_checkpoint_in_a_submodule():
     ours.load_state_dict(legacy.state_dict(), strict=True)
     x = torch.randn(3, 4)
     torch.testing.assert_close(ours.eval()(x), legacy.eval()(x))
-
-
-# ---------------------------------------------------------------------------------------------
-# Errors.
-
-
-@pytest.mark.parametrize("dim", [2, -3])
-def test_dim_out_of_range_raises(dim):
-    module = nn.Linear(5, 7)
-    with pytest.raises(IndexError, match=rf"dim={dim} is out of range.*\(7, 5\)"):
-        geoparam.spectral_norm(module, dim=dim)
-    assert not parametrize.is_parametrized(module)
-
-
-@pytest.mark.parametrize("n_power_iterations", [0, -1])
-def test_non_positive_power_iterations_raise(n_power_iterations):
-    module = nn.Linear(5, 7)
-    with pytest.raises(ValueError, match=rf"n_power_iterations={n_power_iterations}"):
-        geoparam.spectral_norm(module, n_power_iterations=n_power_iterations)
-    assert not parametrize.is_parametrized(module)
-
-
-def test_missing_tensor_raises_naming_module_and_tensor():
-    with pytest.raises(ValueError, match=r"'ConvTranspose2d'.*'weight_orig'"):
-        geoparam.spectral_norm(nn.ConvTranspose2d(1, 1, 1), "weight_orig")
-
-
-def test_integer_tensor_raises():
-    module = nn.Module()
-    module.register_buffer("weight", torch.ones(3, 3, dtype=torch.uint8))
-    with pytest.raises(ValueError, match=r"Module\.weight has dtype torch\.uint8"):
-        geoparam.spectral_norm(module)

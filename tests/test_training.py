@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.utils import parametrizations as torch_parametrizations
 
 import geoparam
-from parametrization_testing import MAPS, Holder, orthogonality_error
+from parametrization_testing import MAPS, Holder, observe_torch_defect, orthogonality_error
 
 STEPS = 300
 ORTHOGONALITY_AFTER_TRAINING = 5e-5  # float32
@@ -157,23 +157,24 @@ OPTIMIZERS = {
 @pytest.mark.parametrize("shape", [(8, 5), (5, 5), (3, 7)], ids=["tall", "square", "wide"])
 @pytest.mark.parametrize("make_optimizer", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
 def test_householder_stays_orthogonal_under_weight_decay(make_optimizer, shape, use_trivialization):
-    steps = 50
-    modules = {}
-    for library, register in (
-        ("torch", torch_parametrizations.orthogonal),
-        ("geoparam", geoparam.orthogonal),
-    ):
-        torch.manual_seed(0)
-        module = Holder(shape, torch.float32)
-        register(module, orthogonal_map="householder", use_trivialization=use_trivialization)
-        torch.manual_seed(1)
-        losses = _fit(module, make_optimizer(module.parameters()), steps)
-        modules[library] = (module, losses)
-
-    ours, losses = modules["geoparam"]
+    torch.manual_seed(0)
+    module = Holder(shape, torch.float32)
+    geoparam.orthogonal(module, orthogonal_map="householder", use_trivialization=use_trivialization)
+    torch.manual_seed(1)
+    losses = _fit(module, make_optimizer(module.parameters()), steps=50)
     assert losses[-1] < losses[0]
-    assert orthogonality_error(ours.weight) <= ORTHOGONALITY_AFTER_TRAINING
+    assert orthogonality_error(module.weight) <= ORTHOGONALITY_AFTER_TRAINING
 
-    # The motivating fact: torch's parametrization loses whole columns (‖WᵀW - I‖ ≈ 1).
-    reference, _ = modules["torch"]
-    assert orthogonality_error(reference.weight) == pytest.approx(1.0, abs=1e-3)
+
+@pytest.mark.parametrize("make_optimizer", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
+def test_torch_householder_loses_columns_under_weight_decay(make_optimizer):
+    torch.manual_seed(0)
+    module = Holder((8, 5), torch.float32)
+    torch_parametrizations.orthogonal(module, orthogonal_map="householder")
+    torch.manual_seed(1)
+    _fit(module, make_optimizer(module.parameters()), steps=50)
+    # torch reads the column signs with .int(), which truncates a decayed -0.9999 to 0.
+    observe_torch_defect(
+        orthogonality_error(module.weight) == pytest.approx(1.0, abs=1e-3),
+        "weight decay zeroes whole columns of the Householder map (‖WᵀW - I‖ ≈ 1)",
+    )

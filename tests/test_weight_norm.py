@@ -16,6 +16,7 @@ from parametrization_testing import (
     RTOL,
     Holder,
     assert_close_relative,
+    observe_torch_defect,
     register_pair,
     weight_and_grads,
 )
@@ -197,17 +198,12 @@ def _hooks_from(module: nn.Module, package: str) -> int:
 
 
 def test_applying_and_removing_leaves_one_load_hook():
-    ours, reference = nn.Linear(5, 7), nn.Linear(5, 7)
+    ours = nn.Linear(5, 7)
     for _ in range(5):
         geoparam.weight_norm(ours)
         parametrize.remove_parametrizations(ours, "weight")
-        torch_parametrizations.weight_norm(reference)
-        parametrize.remove_parametrizations(reference, "weight")
     assert len(ours._load_state_dict_pre_hooks) == 1
     assert _hooks_from(ours, "geoparam") == 1
-    # torch adds a hook on every call and never removes it: the leak geoparam avoids.
-    assert len(reference._load_state_dict_pre_hooks) == 5
-    assert _hooks_from(reference, "torch.nn.utils.parametrizations") == 5
 
     # The one hook still serves the constraint registered after it.
     geoparam.weight_norm(ours)
@@ -218,25 +214,12 @@ def test_applying_and_removing_leaves_one_load_hook():
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# Errors.
-
-
-@pytest.mark.parametrize("dim", [2, -3, 7])
-def test_dim_out_of_range_raises(dim):
-    module = nn.Linear(5, 7)
-    with pytest.raises(IndexError, match=rf"dim={dim} is out of range for Linear\.weight"):
-        geoparam.weight_norm(module, dim=dim)
-    assert not parametrize.is_parametrized(module)
-
-
-def test_missing_tensor_raises_naming_module_and_tensor():
-    with pytest.raises(ValueError, match=r"'Conv2d'.*'kernel'"):
-        geoparam.weight_norm(nn.Conv2d(1, 1, 1), "kernel")
-
-
-def test_integer_tensor_raises():
-    module = nn.Module()
-    module.register_buffer("weight", torch.ones(3, 3, dtype=torch.int32))
-    with pytest.raises(ValueError, match=r"Module\.weight has dtype torch\.int32"):
-        geoparam.weight_norm(module)
+def test_torch_piles_up_load_hooks():
+    reference = nn.Linear(5, 7)
+    for _ in range(5):
+        torch_parametrizations.weight_norm(reference)
+        parametrize.remove_parametrizations(reference, "weight")
+    observe_torch_defect(
+        _hooks_from(reference, "torch.nn.utils.parametrizations") == 5,
+        "every weight_norm call adds a load hook that removal leaves behind",
+    )

@@ -11,8 +11,9 @@ Example:
     True
 """
 
+from . import errors
 from .constraints import orthogonal, spectral_norm, weight_norm
 from .training import update_base
 
-__all__ = ["orthogonal", "spectral_norm", "update_base", "weight_norm"]
+__all__ = ["errors", "orthogonal", "spectral_norm", "update_base", "weight_norm"]
 __version__ = "0.1.0"

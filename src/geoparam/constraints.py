@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ._registration import register
+from .errors import InvalidNameError, NotAModuleError, UnsupportedDtypeError
 from .manifolds import ORTHOGONAL_MAPS, Orthogonal, SpectralNorm, WeightNorm
 
 __all__ = ["orthogonal", "spectral_norm", "weight_norm"]
@@ -14,21 +16,34 @@ _CONV_TRANSPOSE = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 def _tensor_to_constrain(module: nn.Module, name: str, constraint: str) -> Tensor:
+    # Each message carries torch's own wording for the same mistake (code written against
+    # torch.nn.utils.parametrizations matches on it), after geoparam's naming of the tensor.
     if not isinstance(module, nn.Module):
-        raise TypeError(f"{constraint}: expected an nn.Module, got {type(module).__name__}.")
+        raise NotAModuleError(
+            f"{constraint}: expected an nn.Module to constrain, got a {type(module).__name__}."
+        )
     if not isinstance(name, str):
-        raise TypeError(f"{constraint}: name must be a string, got {type(name).__name__}.")
+        raise InvalidNameError(
+            f"{constraint}: the tensor's name: attribute name must be string, not "
+            f"'{type(name).__name__}'"
+        )
     tensor = getattr(module, name, None)
     if not isinstance(tensor, Tensor):
         names = [n for n, _ in module.named_parameters(recurse=False)]
         names += [n for n, _ in module.named_buffers(recurse=False)]
         names += list(getattr(module, "parametrizations", {}).keys())
+        missing = (
+            # torch's weight_norm fails inside register_parametrization, which words it so.
+            "does not have a parameter, a buffer, or a parametrized element with name"
+            if constraint == "weight_norm"
+            else "has no parameter or buffer with name"
+        )
         raise ValueError(
-            f"{constraint}: module '{type(module).__name__}' has no parameter or buffer with name "
-            f"'{name}' (its tensors: {', '.join(sorted(set(names))) or 'none'})."
+            f"{constraint}: Module '{module}' {missing} '{name}' (its tensors: "
+            f"{', '.join(sorted(set(names))) or 'none'})."
         )
     if not (tensor.is_floating_point() or tensor.is_complex()):
-        raise ValueError(
+        raise UnsupportedDtypeError(
             f"{constraint}: {type(module).__name__}.{name} has dtype {tensor.dtype}; "
             "expected a floating-point or complex tensor."
         )
@@ -74,8 +89,14 @@ def orthogonal(
         ``module``, with the parametrization registered.
 
     Raises:
-        ValueError: no tensor called ``name``; a tensor with fewer than two dimensions or of an
-            integer dtype; an unknown map; the Householder map on a complex tensor.
+        ValueError: no tensor called ``name``; a tensor with fewer than two dimensions; an
+            unknown map; the Householder map on a complex tensor. Each message contains torch's
+            wording for the same case.
+        UnsupportedDtypeError: an integer tensor.
+        NotAModuleError, InvalidNameError: ``module`` or ``name`` of the wrong type.
+
+    The exception classes of :mod:`geoparam.errors` derive from every type torch raises for the
+    same input.
 
     Example:
         >>> layer = orthogonal(nn.Linear(20, 40))
@@ -87,7 +108,7 @@ def orthogonal(
     where = f"{type(module).__name__}.{name}"
     if weight.ndim < 2:
         raise ValueError(
-            f"orthogonal: {where} has shape {tuple(weight.shape)}; expected a matrix or batch of "
+            f"orthogonal: {where} has shape {tuple(weight.shape)}: Expected a matrix or batch of "
             f"matrices. Got a tensor of {weight.ndim} dimensions."
         )
     if orthogonal_map is None:
@@ -95,16 +116,21 @@ def orthogonal(
         orthogonal_map = "matrix_exp" if square or weight.is_complex() else "householder"
     if orthogonal_map not in ORTHOGONAL_MAPS:
         raise ValueError(
-            'orthogonal: orthogonal_map has to be one of "matrix_exp", "cayley", "householder". '
-            f"Got: {orthogonal_map!r} (for {where})"
+            f"orthogonal: {where}: orthogonal_map has to be one of "
+            f'"matrix_exp", "cayley", "householder". Got: {orthogonal_map}'
         )
     if orthogonal_map == "householder" and weight.is_complex():
         raise ValueError(
-            f"orthogonal: {where} is complex ({weight.dtype}); the householder parametrization "
-            'does not support complex tensors. Use "matrix_exp" or "cayley".'
+            f"orthogonal: {where} is {weight.dtype}: The householder parametrization does not "
+            'support complex tensors. Use "matrix_exp" or "cayley".'
         )
     parametrization = Orthogonal(
-        weight.shape, orthogonal_map, use_trivialization=use_trivialization, label=where
+        weight.shape,
+        orthogonal_map,
+        use_trivialization=use_trivialization,
+        label=where,
+        dtype=weight.dtype,
+        device=weight.device,
     )
     if parametrize.is_parametrized(module, name):
         # torch calls right_inverse only for a tensor's first parametrization; a stacked one maps
@@ -134,7 +160,10 @@ def weight_norm(module: nn.Module, name: str = "weight", dim: int | None = 0) ->
 
     Raises:
         ValueError: no tensor called ``name``; a complex tensor.
-        IndexError: ``dim`` is out of range.
+        IndexError: ``dim`` is out of range (torch's rule and wording).
+        TypeError: ``dim`` is not an integer.
+        UnsupportedDtypeError: an integer tensor.
+        NotAModuleError, InvalidNameError: ``module`` or ``name`` of the wrong type.
 
     Example:
         >>> layer = weight_norm(nn.Linear(20, 40))
@@ -150,14 +179,14 @@ def weight_norm(module: nn.Module, name: str = "weight", dim: int | None = 0) ->
             f"weight_norm: {where} is complex ({weight.dtype}); torch's weight-norm kernel "
             "supports real tensors only."
         )
-    if dim is not None:
-        _check_int("weight_norm", "dim", dim)
-    if dim is not None and not -weight.ndim <= dim < max(weight.ndim, 1):
-        raise IndexError(
-            f"weight_norm: dim={dim} is out of range for {where} of shape "
-            f"{tuple(weight.shape)} (expected to be in range of [-{weight.ndim}, "
-            f"{weight.ndim - 1}], or None)."
+    try:
+        # torch's own kernel, on a data-free copy, decides which dims are valid and words the
+        # error (including its special cases for 0-d and 1-d tensors).
+        torch.norm_except_dim(
+            torch.empty(weight.shape, device="meta"), 2, -1 if dim is None else dim
         )
+    except (IndexError, TypeError) as error:
+        raise type(error)(f"weight_norm: {where} of shape {tuple(weight.shape)}: {error}") from None
     register(module, name, WeightNorm(dim, shape=weight.shape, label=where), unsafe=True)
     return module
 
@@ -191,6 +220,9 @@ def spectral_norm(
     Raises:
         ValueError: no tensor called ``name``; ``n_power_iterations <= 0``; ``eps <= 0``.
         IndexError: ``dim`` is out of range.
+        TypeError: ``dim`` or ``n_power_iterations`` is not an integer.
+        UnsupportedDtypeError: an integer tensor.
+        NotAModuleError, InvalidNameError: ``module`` or ``name`` of the wrong type.
 
     Example:
         >>> layer = spectral_norm(nn.Linear(20, 40))
@@ -205,7 +237,7 @@ def spectral_norm(
     _check_int("spectral_norm", "dim", dim)
     _check_int("spectral_norm", "n_power_iterations", n_power_iterations)
     if not eps > 0:
-        raise ValueError(f"spectral_norm: eps must be positive, got eps={eps!r} (for {where}).")
+        raise ValueError(f"spectral_norm: {where}: eps must be positive, got eps={eps!r}.")
     parametrization = SpectralNorm(weight, n_power_iterations, dim, eps, label=where)
     register(module, name, parametrization, unsafe=False)
     return module

@@ -146,3 +146,40 @@ def test_property_orthonormal_and_matches_torch(n, k_fraction, batch, log_scale,
     assert (Q.mT @ Q - torch.eye(k, dtype=Q.dtype)).abs().max().item() < 1e-13
     assert (Q - expected_Q).abs().max().item() < 1e-13
     assert (grad - expected_grad).abs().max().item() < 1e-11 * (1 + expected_grad.abs().max())
+
+
+# ---------------------------------------------------------------------------------------------
+# householder_square: all n columns of the product, for re-basing.
+
+
+def _explicit_product(reflectors: torch.Tensor) -> torch.Tensor:
+    """The oracle, in numpy: H₁ ⋯ H_k multiplied out one reflector at a time."""
+    X = reflectors.numpy()
+    n, k = X.shape
+    H = np.eye(n)
+    for i in range(k):
+        v = np.zeros(n)
+        v[i] = 1.0
+        v[i + 1 :] = X[i + 1 :, i]
+        H = H @ (np.eye(n) - 2.0 / (v @ v) * np.outer(v, v))
+    return torch.from_numpy(H)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (4, 4), (6, 3), (7, 1)])
+def test_householder_square_matches_explicit_product(shape):
+    from geoparam.linalg import householder_square
+
+    reflectors = randn(*shape, seed=20)
+    H = householder_square(reflectors)
+    torch.testing.assert_close(H, _explicit_product(reflectors), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(H[:, : shape[1]], householder_product(reflectors))
+
+
+def test_householder_square_batches_as_a_loop():
+    from geoparam.linalg import householder_square
+
+    reflectors = randn(2, 3, 6, 4, seed=21)
+    H = householder_square(reflectors)
+    assert H.shape == (2, 3, 6, 6)
+    for index in np.ndindex(2, 3):
+        torch.testing.assert_close(H[index], _explicit_product(reflectors[index]))

@@ -11,8 +11,10 @@ __all__ = ["householder_reflectors", "is_orthogonal", "polar", "qr_positive"]
 def is_orthogonal(Q: Tensor) -> bool:
     """Whether ``Q`` (shape ``(..., n, k)``, ``n >= k``) has orthonormal columns.
 
-    The tolerance is ``10 · n · eps`` of ``Q``'s dtype on every entry of ``QᴴQ - I``, the test
-    that ``torch.nn.utils.parametrizations.orthogonal`` uses to decide whether to keep a weight.
+    The test that ``torch.nn.utils.parametrizations.orthogonal`` uses to decide whether to keep a
+    weight, so that both libraries keep the same weights: ``torch.allclose(QᴴQ, I, atol)`` with
+    ``atol = 10 · n · eps`` of ``Q``'s dtype. ``allclose`` adds its default relative tolerance,
+    ``1e-5``, on the diagonal.
 
     Example:
         >>> is_orthogonal(torch.eye(3))

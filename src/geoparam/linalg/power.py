@@ -9,6 +9,11 @@ from torch import Tensor
 __all__ = ["power_iteration_"]
 
 
+def _matvec(W: Tensor, x: Tensor) -> Tensor:
+    # One matrix: torch.mv, as torch's spectral_norm (same rounding). A batch: batched GEMV.
+    return torch.mv(W, x) if W.ndim == 2 else (W @ x.unsqueeze(-1)).squeeze(-1)
+
+
 @torch.no_grad()
 def power_iteration_(W: Tensor, u: Tensor, v: Tensor, n_iterations: int, eps: float) -> None:
     """Refine, in place, the estimates ``u``, ``v`` of ``W``'s top singular vectors.
@@ -19,10 +24,10 @@ def power_iteration_(W: Tensor, u: Tensor, v: Tensor, n_iterations: int, eps: fl
     ``DataParallel``, which share the buffers' storage, update the original module.
 
     Args:
-        W: matrix of shape ``(h, w)``.
-        u: unit vector of shape ``(h,)``, updated in place.
-        v: unit vector of shape ``(w,)``, updated in place.
-        n_iterations: number of iterations (``>= 1``).
+        W: matrix of shape ``(h, w)``, or a batch ``(..., h, w)``.
+        u: unit vector(s) of shape ``(..., h)``, updated in place.
+        v: unit vector(s) of shape ``(..., w)``, updated in place.
+        n_iterations: number of iterations (``>= 0``).
         eps: floor on the norms, to avoid dividing by zero.
 
     Example:
@@ -33,5 +38,5 @@ def power_iteration_(W: Tensor, u: Tensor, v: Tensor, n_iterations: int, eps: fl
         3.0
     """
     for _ in range(n_iterations):
-        F.normalize(torch.mv(W, v), dim=0, eps=eps, out=u)
-        F.normalize(torch.mv(W.mH, u), dim=0, eps=eps, out=v)
+        F.normalize(_matvec(W, v), dim=-1, eps=eps, out=u)
+        F.normalize(_matvec(W.mH, u), dim=-1, eps=eps, out=v)

@@ -5,6 +5,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..errors import NotATensorError
+
+
+def check_is_tensor(value: object, label: str) -> None:
+    """Raise :class:`~geoparam.errors.NotATensorError` unless ``value`` is a tensor.
+
+    The message carries torch's wording for the same mistake on a parametrized tensor.
+    """
+    if not isinstance(value, Tensor):
+        kind = type(value).__name__
+        raise NotATensorError(
+            f"{label}: `right_inverse` should return a tensor. Got {kind} (only a tensor can be "
+            "assigned to a constrained weight)."
+        )
+
 
 def check_assignment(value: object, shape: torch.Size | None, label: str) -> None:
     """Raise if ``value`` cannot be assigned to a tensor of ``shape`` named ``label``.
@@ -13,8 +28,7 @@ def check_assignment(value: object, shape: torch.Size | None, label: str) -> Non
     all for parametrizations registered with ``unsafe=True``), so a wrong assignment would
     otherwise resize the stored tensors and fail much later, far from its cause.
     """
-    if not isinstance(value, Tensor):
-        raise TypeError(f"{label}: cannot assign a {type(value).__name__}; expected a tensor.")
+    check_is_tensor(value, label)
     if shape is not None and value.shape != shape:
         raise ValueError(
             f"{label}: cannot assign a tensor of shape {tuple(value.shape)}; expected shape "

@@ -97,15 +97,16 @@ class SpectralNorm(nn.Module):
         self.label = label or "the spectrally normalised tensor"
         self.shape = weight.shape
         ndim = weight.ndim
+        # The messages end with torch's wording, for code that matches on it.
         if not -ndim <= dim < ndim:
             raise IndexError(
-                f"spectral_norm: dim={dim} is out of range for {self.label} of shape "
-                f"{tuple(weight.shape)} (expected to be in range of [-{ndim}, {ndim - 1}])"
+                f"spectral_norm: {self.label} of shape {tuple(weight.shape)}: Dimension out of "
+                f"range (expected to be in range of [-{ndim}, {ndim - 1}] but got {dim})"
             )
         if n_power_iterations <= 0:
             raise ValueError(
-                f"spectral_norm: expected n_power_iterations to be positive, but got "
-                f"n_power_iterations={n_power_iterations} (for {self.label})"
+                f"spectral_norm: {self.label}: Expected n_power_iterations to be positive, but "
+                f"got n_power_iterations={n_power_iterations}"
             )
         self.dim = dim % ndim
         self.eps = eps

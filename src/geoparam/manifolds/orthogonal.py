@@ -20,7 +20,7 @@ from ..linalg import (
     stiefel_expm,
 )
 from ..linalg._precision import working_dtype
-from ._validation import check_assignment
+from ._validation import check_is_tensor
 
 __all__ = ["ORTHOGONAL_MAPS", "Orthogonal", "OrthogonalMap"]
 
@@ -74,6 +74,8 @@ class Orthogonal(nn.Module):
         orthogonal_map: ``"matrix_exp"``, ``"cayley"`` or ``"householder"``.
         use_trivialization: whether to keep a ``base`` buffer. Default: ``True``.
         label: how error messages name the tensor (e.g. ``"Linear.weight"``). Default: none.
+        dtype: the weight's dtype, for :meth:`sample`. Default: torch's default dtype.
+        device: the weight's device, for :meth:`sample`. Default: the CPU.
 
     Example:
         >>> param = Orthogonal(torch.Size([5, 3]), "cayley")
@@ -84,6 +86,7 @@ class Orthogonal(nn.Module):
     """
 
     base: Tensor | None
+    _like: Tensor
 
     def __init__(
         self,
@@ -92,13 +95,29 @@ class Orthogonal(nn.Module):
         *,
         use_trivialization: bool = True,
         label: str | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         self.shape = torch.Size(shape)
         self.orthogonal_map = orthogonal_map
         self.label = label or "the orthogonal tensor"
+        # An empty, non-persistent buffer: it follows the module through .to(), .double(),
+        # to_empty() and the like, so the parametrization always knows the weight's dtype and
+        # device, and it is absent from state_dict, whose keys stay torch's.
+        self.register_buffer("_like", torch.empty(0, dtype=dtype, device=device), persistent=False)
         if use_trivialization:
             self.register_buffer("base", None)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the parametrized weight."""
+        return self._like.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the parametrized weight."""
+        return self._like.device
 
     @property
     def use_trivialization(self) -> bool:
@@ -145,19 +164,31 @@ class Orthogonal(nn.Module):
         float32, since LAPACK's QR has no half-precision kernels.
 
         Raises:
-            TypeError: ``Q`` is not a tensor.
+            NotATensorError: ``Q`` is not a tensor (a ``TypeError`` and a ``ValueError``).
             ValueError: ``Q`` does not have the parametrized tensor's shape, or not the dtype and
                 device of the current base.
             NotImplementedError: ``"matrix_exp"`` or ``"cayley"`` without trivialization.
         """
-        check_assignment(Q, self.shape, self.label)
+        check_is_tensor(Q, self.label)
+        if Q.shape != self.shape:
+            raise ValueError(
+                f"{self.label}: Expected a matrix or batch of matrices of shape {self.shape}. "
+                f"Got a tensor of shape {Q.shape}."
+            )
         base = getattr(self, "base", None)
         if base is not None and (Q.dtype, Q.device) != (base.dtype, base.device):
             # Checked here because torch's own dtype check runs only after right_inverse returns,
             # when a new base of the wrong dtype or device would already have broken the module.
+            # The message ends with torch's wording for the same mistake.
+            torch_wording = (
+                f" The tensor returned by `right_inverse` has dtype {Q.dtype} while `original` "
+                f"has dtype {base.dtype}"
+                if Q.dtype != base.dtype
+                else ""
+            )
             raise ValueError(
                 f"{self.label}: cannot assign a tensor of dtype {Q.dtype} on {Q.device}; expected "
-                f"dtype {base.dtype} on {base.device}."
+                f"dtype {base.dtype} on {base.device}.{torch_wording}"
             )
         dtype = Q.dtype
         Q_init = Q = Q.to(working_dtype(dtype))
@@ -231,29 +262,46 @@ class Orthogonal(nn.Module):
 
     @torch.no_grad()
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        """Draw a Haar-distributed matrix of this parametrization's shape (float32, real).
+        """Draw a Haar-distributed orthogonal (unitary, if complex) matrix like the weight.
+
+        The result has the parametrization's shape, dtype and device: the ``Q`` factor, with a
+        non-negative ``diag(R)``, of a matrix of independent standard (complex) normal entries,
+        which is Haar-distributed (Mezzadri, "How to generate random matrices from the classical
+        compact groups", Notices AMS 54(5), 2007). Half types are drawn in single precision.
+
+        Args:
+            generator: the random generator to draw from (on the parametrization's device).
+                Default: torch's global generator.
 
         Example:
-            >>> Q = Orthogonal(torch.Size([4, 2]), "householder").sample()
-            >>> Q.shape
-            torch.Size([4, 2])
+            >>> param = Orthogonal(torch.Size([4, 2]), "matrix_exp", dtype=torch.complex128)
+            >>> Q = param.sample()
+            >>> Q.shape, Q.dtype
+            (torch.Size([4, 2]), torch.complex128)
+            >>> param.in_manifold(Q)
+            True
         """
         m, n = self.shape[-2], self.shape[-1]
         tall = (*self.shape[:-2], max(m, n), min(m, n))
-        Q = qr_positive(torch.randn(tall, generator=generator))
+        dtype = working_dtype(self.dtype)
+        Q = qr_positive(torch.randn(tall, generator=generator, dtype=dtype, device=self.device))
+        Q = Q.to(self.dtype)
         return Q.mT if m < n else Q
 
-    @staticmethod
-    def in_manifold(Q: Tensor, atol: float | None = None) -> bool:
-        """Whether ``Q`` has orthonormal columns (tall) or rows (wide), up to ``atol``.
+    def in_manifold(self, Q: Tensor, atol: float | None = None) -> bool:
+        """Whether ``Q`` has this weight's shape and orthonormal columns (tall) or rows (wide).
 
-        The default tolerance is ``10 · n · eps``, the one used to decide whether a weight is
-        kept as it is at registration.
+        The default tolerance is that of :func:`geoparam.linalg.is_orthogonal` (``10 · n · eps``
+        of ``Q``'s dtype, ``n`` its larger side): the test that decides whether a weight is kept
+        as it is at registration. With ``atol``, every entry of ``QᴴQ - I`` must be within it.
 
         Example:
-            >>> Orthogonal.in_manifold(torch.eye(3)[:, :2])
-            True
+            >>> param = Orthogonal(torch.Size([3, 2]), "householder")
+            >>> param.in_manifold(torch.eye(3)[:, :2]), param.in_manifold(torch.eye(2))
+            (True, False)
         """
+        if Q.shape != self.shape:
+            return False
         if Q.size(-2) < Q.size(-1):
             Q = Q.mT
         if atol is None:
