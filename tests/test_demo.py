@@ -80,9 +80,11 @@ def test_quick_run_end_to_end(tmp_path, capsys) -> None:
     assert main(["--quick", "--out", str(tmp_path), "--seed", "3"]) == 0
     assert torch.get_num_threads() == threads
 
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
     for text in ("orthogonal RNN", "LSTM", "memoryless", "n/a", "recalled"):
-        assert text in printed
+        assert text in captured.out
+    # stderr is not a terminal here, as in a log or CI: no progress bar may clutter it.
+    assert captured.err == ""
 
     summary = json.loads((tmp_path / "results.json").read_text())
     assert summary["memoryless_loss"] == pytest.approx(memoryless_loss(summary["task"]["delay"]))
@@ -97,5 +99,17 @@ def test_quick_run_end_to_end(tmp_path, capsys) -> None:
         assert all(math.isfinite(loss) for loss in result["train_loss"])
     assert 0.0 <= models["orthogonal RNN"]["orthogonality_error"] < 1e-4
     assert models["LSTM"]["orthogonality_error"] is None
+
+    # The quick run must learn, so that a broken model or constraint fails here. Measured over
+    # seeds 0-9 (delay 10, hidden 64, 100 steps): the orthogonal RNN's cross-entropy is 0.22-0.28
+    # of the memoryless baseline with 84-88 % of the symbols recalled (seed 3: 0.28, 84 %), where
+    # chance is 12.5 %; the LSTM has learned the blanks but not yet the symbols, at 1.03-1.06 of
+    # the baseline (an untrained model sits near 3.2, ln 9 over the baseline). Thresholds with
+    # about a factor 2 of margin:
+    baseline = summary["memoryless_loss"]
+    orthogonal, lstm = models["orthogonal RNN"], models["LSTM"]
+    assert orthogonal["cross_entropy"] < 0.5 * baseline
+    assert orthogonal["recall_accuracy"] > 0.6
+    assert lstm["cross_entropy"] < 1.5 * baseline
 
     assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")

@@ -5,6 +5,9 @@ Each docs page is one test: its ```python blocks run in order in one namespace, 
 can use the names an earlier one defined. A ```text block that directly follows a ```python block
 is that block's expected output, and must equal what it prints. Blocks meant for a shell are fenced
 as ```bash and are not run.
+
+The tests are parametrized, at collection, over the pages and modules that have examples, so that
+no test is a skip in disguise; guard tests check that the extraction finds examples at all.
 """
 
 from __future__ import annotations
@@ -93,12 +96,38 @@ def package_modules() -> list[str]:
     return sorted(names)
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def docstring_tests(module_name: str) -> list[doctest.DocTest]:
+    """The docstring examples of a module, with ``torch`` and ``nn`` in their scope."""
+    module = importlib.import_module(module_name)
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    return [t for t in finder.find(module, extraglobs={"torch": torch, "nn": nn}) if t.examples]
+
+
+def modules_with_examples() -> list[str]:
+    """The package's modules that have docstring examples.
+
+    A module that fails to import is kept: its test then fails with the error, where a collection
+    error would take down every test of this file.
+    """
+    names = []
+    for name in package_modules():
+        try:
+            found = bool(docstring_tests(name))
+        except Exception:
+            found = True
+        if found:
+            names.append(name)
+    return names
+
+
+PAGES_WITH_PYTHON = [page for page in PAGES if python_blocks(page)]
+MODULES_WITH_EXAMPLES = modules_with_examples()
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_PYTHON, ids=lambda p: str(p.relative_to(ROOT)))
 def test_docs_page_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every ```python block of the page runs, in order, in one namespace."""
     blocks = python_blocks(page)
-    if not blocks:
-        pytest.skip(f"{page.name} has no python blocks")
     # Examples that write files (checkpoints, outputs) write them into a scratch folder.
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": f"docs.{page.stem}"}
@@ -112,8 +141,15 @@ def test_docs_page_runs(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_docs_have_python_examples() -> None:
-    """The extraction finds the examples (a broken regex would skip every page silently)."""
+    """The extraction finds the examples (a broken regex would drop every page silently)."""
     assert sum(len(python_blocks(page)) for page in PAGES) >= 10
+    assert ROOT / "README.md" in PAGES_WITH_PYTHON  # the quickstart
+
+
+def test_docstring_examples_are_found() -> None:
+    """The module walk and the doctest finder find the examples (none found would test nothing)."""
+    assert len(MODULES_WITH_EXAMPLES) >= 5
+    assert {"geoparam", "geoparam.constraints"} <= set(MODULES_WITH_EXAMPLES)
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -124,15 +160,12 @@ def test_docs_fences_are_known(page: Path) -> None:
     assert set(opening) <= {"python", "text", "bash"}, f"{page.name}: {sorted(set(opening))}"
 
 
-@pytest.mark.parametrize("module_name", package_modules())
+@pytest.mark.parametrize("module_name", MODULES_WITH_EXAMPLES)
 def test_docstring_examples(module_name: str, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     """Every docstring example of the module passes, with ``torch`` and ``nn`` in scope."""
     monkeypatch.chdir(tmp_path)
-    module = importlib.import_module(module_name)
-    finder = doctest.DocTestFinder(exclude_empty=True)
-    tests = [t for t in finder.find(module, extraglobs={"torch": torch, "nn": nn}) if t.examples]
-    if not tests:
-        pytest.skip(f"{module_name} has no docstring examples")
+    tests = docstring_tests(module_name)
+    assert tests, f"{module_name} has no docstring examples"
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     failures = []
     for test in sorted(tests, key=lambda t: t.name):

@@ -13,7 +13,9 @@ import torch
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
+# The examples need the demo extra; tests/test_cli.py checks what they say without it.
 pytest.importorskip("matplotlib")
+pytest.importorskip("sklearn")
 
 
 def _load_example(name: str) -> ModuleType:
@@ -32,9 +34,12 @@ def _quick_argv(out: Path) -> list[str]:
 
 def test_gan_ring_quick(tmp_path: Path) -> None:
     metrics = _load_example("gan_ring").main(_quick_argv(tmp_path))
-    assert 0.0 <= metrics["high_quality_fraction"] <= 1.0
     assert metrics["modes_total"] == 8
-    assert 0 <= metrics["modes_covered"] <= 8
+    # The quick run must learn. Measured over seeds 0-9 (quick settings, one thread): 8/8 modes
+    # every time, 35-52 % of the samples within 3σ of a mode (seed 0, the default: 8/8, 37 %).
+    # An untrained generator puts no sample there (0 % after 20 steps, 0-2 % after 100).
+    assert metrics["modes_covered"] >= 6
+    assert 0.2 < metrics["high_quality_fraction"] <= 1.0
     assert (tmp_path / "gan_ring.png").stat().st_size > 0
     assert json.loads((tmp_path / "gan_ring.json").read_text()) == metrics
 
@@ -60,12 +65,14 @@ def test_gan_ring_discriminator_is_spectrally_normalised() -> None:
 
 @pytest.mark.parametrize("pixels", [False, True], ids=["rows", "pixels"])
 def test_digits_rnn_quick(tmp_path: Path, pixels: bool) -> None:
-    argv = _quick_argv(tmp_path) + (["--pixels", "--epochs", "1"] if pixels else [])
+    argv = _quick_argv(tmp_path) + (["--pixels"] if pixels else [])
     metrics = _load_example("digits_rnn").main(argv)
     assert metrics["sequence_length"] == (64 if pixels else 8)
-    if not pixels:  # three epochs of rows already beat chance (10%) by far
-        assert metrics["test_accuracy"] > 0.3
-    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    # Chance is 10 %. Measured over seeds 0-9 (quick: 5 epochs, one thread): rows 82-92 % test
+    # accuracy (seed 0, the default: 85 %), pixels 52-90 % (seed 0: 75 %). The thresholds, 6 and
+    # 3 times chance, sit 0.2 below the worst seed.
+    assert metrics["test_accuracy"] > (0.3 if pixels else 0.6)
+    assert metrics["test_accuracy"] <= 1.0
     assert math.isfinite(metrics["orthogonality_error"])
     assert metrics["orthogonality_error"] < 1e-4
     assert (tmp_path / "digits_rnn.png").stat().st_size > 0

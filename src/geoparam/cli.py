@@ -1,4 +1,9 @@
-"""The command line: ``python -m geoparam demo`` and ``python -m geoparam bench``."""
+"""The command line: ``python -m geoparam demo`` and ``python -m geoparam bench``.
+
+Each command needs an extra beyond torch (``demo``: matplotlib, tqdm; ``bench``: geotorch, scipy).
+When one is missing the command exits with status 1 and a single line on stderr naming the extra
+to install, instead of a traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import argparse
 import runpy
 import sys
 from pathlib import Path
+
+from ._extras import exit_on_missing_extra, require
 
 __all__ = ["main"]
 
@@ -20,19 +27,26 @@ def _bench(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    # Checked before the harness starts: it would otherwise import them halfway through.
+    require("geoparam bench", "geotorch", "scipy")
     sys.argv = [str(harness), *argv]
     runpy.run_path(str(harness), run_name="__main__")
     return 0
 
 
 def _demo(argv: list[str]) -> int:
+    # demo.main checks its own extra (it is also called directly, from Python).
     from .demo import main as demo_main
 
     return demo_main(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a geoparam command; ``argv`` defaults to the process's arguments."""
+    """Run a geoparam command; ``argv`` defaults to the process's arguments.
+
+    Returns the command's exit code. Exits (:class:`SystemExit`, status 1) with one line on stderr
+    when the command's extra is not installed, as argparse does for a usage error.
+    """
     parser = argparse.ArgumentParser(
         prog="geoparam",
         description="Constrained weights for PyTorch.",
@@ -42,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("args", nargs=argparse.REMAINDER, help="the command's options")
     options = parser.parse_args(argv)
     run = {"demo": _demo, "bench": _bench}[options.command]
-    return run(options.args)
+    with exit_on_missing_extra(f"geoparam {options.command}"):
+        return run(options.args)
 
 
 if __name__ == "__main__":
