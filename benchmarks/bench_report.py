@@ -1,4 +1,8 @@
-"""The machine header, the markdown table (the one the README shows) and the notes under it."""
+"""The machine header, the markdown table (the one the README shows) and the notes under it.
+
+``benchmarks/tables.py`` reads this table back (from ``benchmarks/results.md``) to regenerate
+the README's copy and its highlights: keep :data:`COLUMNS` and the cell formats in step with it.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,29 @@ import torch
 
 import geoparam
 
-__all__ = ["machine_info", "markdown_report"]
+__all__ = ["COLD", "COLUMNS", "FEW_WARMUPS", "machine_info", "markdown_report"]
 
 _REPO = Path(__file__).resolve().parents[1]
+
+_LIBRARIES = ("geoparam", "torch", "geotorch")
+
+COLUMNS: tuple[str, ...] = (
+    "case",
+    "mode",
+    *(f"{library} ms median (min)" for library in _LIBRARIES),
+    "× torch",
+    "× geotorch",
+    "timed calls " + " / ".join(_LIBRARIES),
+    "orth. error geoparam / torch",
+    "grad rel. error geoparam / torch",
+)
+"""The table's header cells, in order."""
+
+COLD = "1*"
+"""The timed-calls cell of a library measured by its single cold call."""
+
+FEW_WARMUPS = "†"
+"""Suffix of a timed-calls count whose warm-up calls were cut short by the budget."""
 
 
 def _cpu_name() -> str:
@@ -90,17 +114,26 @@ def _ms(seconds: float) -> str:
     return f"{ms:.2f}" if ms >= 1 else f"{ms:.3f}"
 
 
-def _time_cell(entry: dict[str, object], reps: int) -> str:
+def _time_cell(entry: dict[str, object]) -> str:
+    """``median (min)`` in ms; a single measurement is both, so it is written once."""
     if "na" in entry:
         return "n/a"
     if entry.get("error"):
         return "error"
-    cell = _ms(entry["median_ms"] / 1e3)
+    median = _ms(entry["median_ms"] / 1e3)
+    if entry["reps"] < 2:
+        return median
+    return f"{median} ({_ms(entry['min_ms'] / 1e3)})"
+
+
+def _calls(entry: dict[str, object], warmup: int) -> str:
+    """How many calls make up a library's time: ``15``, ``3†`` (warm-up cut short), ``1*``."""
+    if "na" in entry or entry.get("error"):
+        return "–"
     if entry["cold"]:
-        return f"{cell} (1*)"
-    if entry["reps"] < reps:
-        return f"{cell} ({entry['reps']})"
-    return cell
+        return COLD
+    suffix = FEW_WARMUPS if entry["warmup_calls"] < warmup else ""
+    return f"{entry['reps']}{suffix}"
 
 
 def _ratio(value: float | None) -> str:
@@ -113,15 +146,16 @@ def _pair(first: float | None, second: float | None) -> str:
     return " / ".join("–" if x is None else f"{x:.1e}" for x in (first, second))
 
 
-def _row(result: dict[str, object], reps: int) -> str:
+def _row(result: dict[str, object], warmup: int) -> str:
     libraries = result["libraries"]
     geoparam_entry, torch_entry = libraries["geoparam"], libraries["torch"]
     cells = [
         result["case"],
         result["mode"],
-        *(_time_cell(libraries[name], reps) for name in ("geoparam", "torch", "geotorch")),
+        *(_time_cell(libraries[name]) for name in _LIBRARIES),
         _ratio(result["speedup_vs_torch"]),
         _ratio(result["speedup_vs_geotorch"]),
+        " / ".join(_calls(libraries[name], warmup) for name in _LIBRARIES),
         _pair(geoparam_entry.get("orth_error"), torch_entry.get("orth_error")),
         _pair(geoparam_entry.get("grad_rel_error"), torch_entry.get("grad_rel_error")),
     ]
@@ -129,11 +163,14 @@ def _row(result: dict[str, object], reps: int) -> str:
 
 
 def _notes(settings: dict[str, object]) -> list[str]:
-    budget = settings["max_seconds_per_case"]
+    budget, reps, warmup = settings["max_seconds_per_case"], settings["reps"], settings["warmup"]
     return [
-        f"Times: median of {settings['reps']} calls per library, interleaved round-robin "
-        "(geoparam, torch, geotorch, geoparam, ...) in one process after one warm-up call "
-        "each; float32 (complex64 for unitary) on CPU.",
+        f"Times: median (min) in ms over up to {reps} timed calls per library, after {warmup} "
+        "untimed warm-up calls each, made in rounds of one call per library in one process. "
+        "The order rotates every round: of the L libraries timed in a row, in the order "
+        "(geoparam, torch, geotorch), round r starts with the (r mod L)-th, so each goes first "
+        "equally often. The min is the call least disturbed by the machine. "
+        "float32 (complex64 for unitary) on CPU.",
         "forward: read `module.weight` under `torch.no_grad()`. fwd+bwd: read it, "
         "loss = `(W * G).sum()` with a fixed random G, backward to the unconstrained tensors. "
         "train step: `zero_grad`, forward over the sequence inside `parametrize.cached()` "
@@ -144,15 +181,20 @@ def _notes(settings: dict[str, object]) -> list[str]:
         "library, geotorch included (its Stiefel map stores the same `original` and `base` "
         "and builds the same A). Norms: the layer's default init; geoparam gets torch's "
         "`state_dict` (same u, v).",
-        "× torch, × geotorch: their time / geoparam's time (> 1: geoparam is faster).",
+        "× torch, × geotorch: their median time / geoparam's median time (> 1: geoparam is "
+        "faster); bench.json also has the ratio of the minima.",
         "orth. error: ‖WᴴW − I‖₂ of each library's float32 output, computed in float64 "
         "(max over a batch). grad rel. error: ‖g − g_ref‖_F / ‖g_ref‖_F, g_ref = the gradient "
         "through torch's map in float64 from the same state; for n×k weights with n > 1024 "
         "(matrix_exp, cayley) g_ref uses the exact rank-2k form of torch's map, "
         "f(A) = I + U(f(M) − I)Uᴴ with U from a QR of the lower block, because torch's "
         "n×n float64 backward takes minutes.",
-        f"(k): only k calls fitted in the budget of {budget:g} s per library and row; "
-        "(1*): a single cold call (the warm-up alone exceeded the budget).",
+        "timed calls: how many calls each library's time is over, in the order geoparam / "
+        f"torch / geotorch; fewer than {reps} where they passed the budget of {budget:g} s per "
+        f"library and row. {COLD}: a single cold call, the first warm-up call, which alone "
+        "passed the budget (it got no further call; its time is that call's). "
+        f"{FEW_WARMUPS}: fewer than {warmup} warm-up calls, when they passed the budget first. "
+        "Treat both as rough.",
         "n/a: geotorch has no Householder map, no unitary (complex) weights (its skew part is "
         "X − Xᵀ), no weight_norm or spectral_norm.",
     ]
@@ -162,14 +204,13 @@ def markdown_report(
     machine: dict[str, object], settings: dict[str, object], results: list[dict[str, object]]
 ) -> str:
     """The header, the table and its notes, as printed and written to ``bench.md``."""
-    reps = int(settings["reps"])
+    warmup = int(settings["warmup"])
     lines = [
         _header(machine),
         "",
-        "| case | mode | geoparam ms | torch ms | geotorch ms | × torch | × geotorch "
-        "| orth. error geoparam / torch | grad rel. error geoparam / torch |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
-        *(_row(result, reps) for result in results),
+        "| " + " | ".join(COLUMNS) + " |",
+        "|---|---|" + "--:|" * (len(COLUMNS) - 2),
+        *(_row(result, warmup) for result in results),
         "",
         *(f"- {note}" for note in _notes(settings)),
     ]

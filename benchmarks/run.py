@@ -2,12 +2,13 @@
 
 Run ``python -m geoparam bench [options]`` (or ``python benchmarks/run.py [options]``):
 
-    python -m geoparam bench                       # every case, ~10-15 min on 2 cores
+    python -m geoparam bench                       # every case, ~20 min on 2 cores
     python -m geoparam bench --quick               # toy sizes, 2 reps: a smoke run
     python -m geoparam bench --filter 512 --out bench_out
 
 Each row builds the same problem (same tensors) for every library and times the libraries
-interleaved in this process; see ``--help`` and the notes printed under the table.
+interleaved in this process, the call order rotating every round, after warm-up calls; see
+``--help`` and the notes printed under the table.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from bench_cases import (
 )
 from bench_report import machine_info, markdown_report
 from bench_timing import (
+    WARMUP_CALLS,
     Timing,
     measure_interleaved,
     orthogonality_error,
@@ -63,6 +65,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="timed calls per library and row (default 15; 2 with --quick)",
     )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=WARMUP_CALLS,
+        help=f"untimed calls per library and row before the timed ones (default {WARMUP_CALLS})",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads (default 2)")
     parser.add_argument(
         "--filter",
@@ -77,8 +85,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         metavar="S",
-        help="stop timing a library in a row once its calls took S seconds; the table says how "
-        "many calls were made (default 5; 2 with --quick)",
+        help="stop warming up a library in a row once its warm-up calls took S seconds, and "
+        "stop timing it once its timed calls took S seconds; the table says how many calls "
+        "were timed (default 5; 2 with --quick)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random state")
     parser.add_argument("--list", action="store_true", help="print the rows and exit")
@@ -87,8 +96,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         args.reps = 2 if args.quick else 15
     if args.max_seconds_per_case is None:
         args.max_seconds_per_case = 2.0 if args.quick else 5.0
-    if args.reps < 1 or args.threads < 1 or args.max_seconds_per_case <= 0:
-        parser.error("--reps and --threads must be >= 1, --max-seconds-per-case > 0")
+    if min(args.reps, args.warmup, args.threads) < 1 or args.max_seconds_per_case <= 0:
+        parser.error("--reps, --warmup and --threads must be >= 1, --max-seconds-per-case > 0")
     return args
 
 
@@ -111,13 +120,18 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
+
+
 def _entry(timing: Timing) -> dict[str, object]:
-    median = timing.median_s
     return {
-        "median_ms": None if median is None else median * 1e3,
-        "min_ms": min(timing.times_s) * 1e3 if timing.times_s else None,
+        "median_ms": _ms(timing.median_s),
+        "min_ms": _ms(timing.min_s),
         "times_ms": [t * 1e3 for t in timing.times_s],
-        "first_call_ms": None if timing.first_s is None else timing.first_s * 1e3,
+        "first_call_ms": _ms(timing.first_s),
+        "warmup_ms": [t * 1e3 for t in timing.warmup_s],
+        "warmup_calls": len(timing.warmup_s),
         "reps": timing.reps,
         "cold": timing.cold,
         "capped": timing.capped,
@@ -149,7 +163,9 @@ def _run_row(case: Case, mode: str, problem: Problem, args: argparse.Namespace) 
             ]
         first_outputs[library] = (output, grads)
 
-    timings = measure_interleaved(calls, args.reps, args.max_seconds_per_case, keep_first, _log)
+    timings = measure_interleaved(
+        calls, args.reps, args.max_seconds_per_case, keep_first, _log, warmup=args.warmup
+    )
     for library, timing in timings.items():
         entries[library] = _entry(timing)
     entries = {library: entries[library] for library in LIBRARIES}  # table order in the JSON
@@ -169,8 +185,8 @@ def _run_row(case: Case, mode: str, problem: Problem, args: argparse.Namespace) 
         if mode == TRAIN_STEP and isinstance(output, torch.Tensor):
             entry["first_loss"] = float(output)
 
-    def speedup(library: str) -> float | None:
-        theirs, ours = entries[library].get("median_ms"), entries["geoparam"].get("median_ms")
+    def speedup(library: str, statistic: str = "median_ms") -> float | None:
+        theirs, ours = entries[library].get(statistic), entries["geoparam"].get(statistic)
         return theirs / ours if theirs and ours else None
 
     return {
@@ -181,6 +197,8 @@ def _run_row(case: Case, mode: str, problem: Problem, args: argparse.Namespace) 
         "libraries": entries,
         "speedup_vs_torch": speedup("torch"),
         "speedup_vs_geotorch": speedup("geotorch"),
+        "speedup_vs_torch_min": speedup("torch", "min_ms"),
+        "speedup_vs_geotorch_min": speedup("geotorch", "min_ms"),
     }
 
 
@@ -192,7 +210,10 @@ def _progress(result: dict) -> str:
         if entry["error"]:
             parts.append(f"{library} error")
         else:
-            parts.append(f"{library} {entry['median_ms']:.3g} ms ({entry['reps']})")
+            calls = "1 call" if entry["reps"] == 1 else f"{entry['reps']} calls"
+            parts.append(
+                f"{library} {entry['median_ms']:.3g} ms (min {entry['min_ms']:.3g}, {calls})"
+            )
     return ", ".join(parts)
 
 
@@ -223,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {
         "quick": args.quick,
         "reps": args.reps,
+        "warmup": args.warmup,
         "threads": args.threads,
         "max_seconds_per_case": args.max_seconds_per_case,
         "filters": args.filter,
@@ -247,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
                         "libraries": {library: dict(error) for library in LIBRARIES},
                         "speedup_vs_torch": None,
                         "speedup_vs_geotorch": None,
+                        "speedup_vs_torch_min": None,
+                        "speedup_vs_geotorch_min": None,
                     }
                 )
             done += len(modes)

@@ -1,4 +1,5 @@
-"""The benchmark harness: a --quick run through the CLI, and its float64 reference for tall maps."""
+"""The benchmark harness: its interleaved timing (order, warm-up, budget) on a fake clock, a
+--quick run through the CLI, and its float64 reference for tall maps."""
 
 from __future__ import annotations
 
@@ -40,6 +41,142 @@ def _load_cases():
     return sys.modules[name]
 
 
+def _load_timing():
+    # bench_timing imports its sibling bench_cases by name, as run.py arranges: put the folder
+    # on sys.path only while importing it.
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return importlib.import_module("bench_timing")
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+class _FakeMachine:
+    """Calls that take a set number of fake seconds each, and the log of who was called when."""
+
+    def __init__(self, costs: dict[str, float]) -> None:
+        self.now = 0.0
+        self.costs = costs
+        self.called: list[str] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def calls(self) -> dict[str, object]:
+        def call(library: str):
+            def run() -> str:
+                self.now += self.costs[library]
+                self.called.append(library)
+                return f"{library} output {self.called.count(library)}"
+
+            return run
+
+        return {library: call(library) for library in self.costs}
+
+
+def _measure(costs: dict[str, float], reps: int, budget_s: float, warmup: int = 3):
+    timing = _load_timing()
+    machine = _FakeMachine(costs)
+    first: dict[str, object] = {}
+    result = timing.measure_interleaved(
+        machine.calls(),
+        reps,
+        budget_s,
+        on_first=first.__setitem__,
+        log=lambda message: None,
+        warmup=warmup,
+        clock=machine.clock,
+    )
+    return result, machine.called, first
+
+
+def test_call_order_rotates_every_round():
+    order = _load_timing().call_order
+    libraries = ["geoparam", "torch", "geotorch"]
+    assert order(libraries, 0) == libraries
+    assert order(libraries, 1) == ["torch", "geotorch", "geoparam"]
+    assert order(libraries, 2) == ["geotorch", "geoparam", "torch"]
+    assert order(libraries, 3) == libraries
+    assert order([], 5) == []
+
+
+def test_rounds_rotate_and_warm_up_before_timing():
+    costs = {"geoparam": 1.0, "torch": 2.0, "geotorch": 3.0}
+    timings, called, first = _measure(costs, reps=4, budget_s=100.0)
+    libraries = list(costs)
+    rounds = [called[i : i + 3] for i in range(0, len(called), 3)]
+    assert len(rounds) == 3 + 4  # warm-up rounds, then timed rounds
+    for r, round_ in enumerate(rounds):
+        assert round_ == libraries[r % 3 :] + libraries[: r % 3]
+    # Over the rounds, every library is called first (and last) equally often, give or take one.
+    firsts = [round_[0] for round_ in rounds]
+    assert max(map(firsts.count, libraries)) - min(map(firsts.count, libraries)) <= 1
+    assert first == {library: f"{library} output 1" for library in libraries}
+    for library, cost in costs.items():
+        timing = timings[library]
+        assert timing.warmup_s == [cost] * 3
+        assert timing.times_s == [cost] * 4
+        assert (timing.reps, timing.cold, timing.capped) == (4, False, False)
+        assert timing.median_s == timing.min_s == cost
+
+
+def test_median_and_min_are_over_the_timed_calls_only():
+    timing = _load_timing().Timing(
+        reps_requested=4, warmup_s=[9.0, 8.0, 7.0], times_s=[3.0, 1.0, 5.0, 2.0]
+    )
+    assert (timing.median_s, timing.min_s, timing.first_s) == (2.5, 1.0, 9.0)
+
+
+def test_a_cold_call_past_the_budget_is_the_only_measurement():
+    timings, called, _ = _measure({"geoparam": 1.0, "torch": 7.0}, reps=3, budget_s=5.0)
+    torch_timing = timings["torch"]
+    assert called.count("torch") == 1
+    assert (torch_timing.cold, torch_timing.capped, torch_timing.reps) == (True, True, 1)
+    assert torch_timing.median_s == torch_timing.min_s == 7.0
+    # The other library goes on alone, undisturbed by the slow one's exit.
+    assert timings["geoparam"].reps == 3
+    assert len(timings["geoparam"].warmup_s) == 3
+
+
+def test_the_budget_cuts_warm_up_and_timing_separately():
+    # 2 s calls in a 3 s budget: two warm-up calls (4 s), then two timed ones (4 s).
+    timings, called, _ = _measure({"geoparam": 0.5, "torch": 2.0}, reps=15, budget_s=3.0)
+    torch_timing = timings["torch"]
+    assert len(torch_timing.warmup_s) == 2
+    assert torch_timing.times_s == [2.0, 2.0]
+    assert (torch_timing.cold, torch_timing.capped, torch_timing.reps) == (False, True, 2)
+    # 0.5 s calls: all three warm-ups, then six timed calls reach the budget.
+    assert len(timings["geoparam"].warmup_s) == 3
+    assert timings["geoparam"].reps == 6
+    assert called.count("torch") == 4
+
+
+def test_a_failing_call_is_reported_and_the_others_go_on():
+    timing = _load_timing()
+    messages = []
+
+    def broken() -> None:
+        raise RuntimeError("singular")
+
+    timings = timing.measure_interleaved(
+        {"geoparam": lambda: 1, "torch": broken},
+        reps=2,
+        budget_s=10.0,
+        on_first=lambda library, output: None,
+        log=messages.append,
+    )
+    assert timings["torch"].error == "RuntimeError: singular"
+    assert timings["torch"].reps == 0
+    assert any("singular" in message for message in messages)
+    assert timings["geoparam"].reps == 2 and timings["geoparam"].error is None
+
+
+@pytest.mark.parametrize(("reps", "warmup"), [(0, 3), (2, 0)])
+def test_measure_rejects_no_calls(reps, warmup):
+    with pytest.raises(ValueError, match="reps >= 1 and warmup >= 1"):
+        _load_timing().measure_interleaved({}, reps, 1.0, print, print, warmup=warmup)
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
@@ -65,12 +202,19 @@ def test_quick_run_json(quick_run):
         libraries = result["libraries"]
         assert set(libraries) == {"geoparam", "torch", "geotorch"}
         assert result["speedup_vs_torch"] > 0
+        assert result["speedup_vs_torch_min"] > 0
         for name, entry in libraries.items():
             if "na" in entry:
                 assert name == "geotorch"
                 continue
             assert entry["error"] is None, (result["case"], name, entry["error"])
             assert 1 <= entry["reps"] <= report["settings"]["reps"]
+            assert 1 <= entry["warmup_calls"] <= report["settings"]["warmup"] == 3
+            assert len(entry["warmup_ms"]) == entry["warmup_calls"]
+            if entry["times_ms"]:
+                assert entry["min_ms"] == min(entry["times_ms"])
+            else:  # a cold call past the budget is its own median and min
+                assert entry["cold"] and entry["min_ms"] == entry["first_call_ms"]
             times = [entry["median_ms"], *entry["times_ms"]]
             assert all(math.isfinite(t) and t > 0 for t in times)
             if result["family"] == "orthogonal":
@@ -84,10 +228,34 @@ def test_quick_run_json(quick_run):
 
 
 def test_quick_run_prints_the_written_table(quick_run):
-    stdout, _, out = quick_run
+    stdout, report, out = quick_run
     assert stdout == (out / "bench.md").read_text()
-    assert "| case | mode | geoparam ms | torch ms | geotorch ms |" in stdout
+    assert "| case | mode | geoparam ms median (min) | torch ms median (min) |" in stdout
     assert stdout.count("\n| orthogonal matrix_exp 64x8 |") == 2
+    header = next(line for line in stdout.splitlines() if line.startswith("| case |"))
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    table = {}
+    for line in stdout.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == len(columns) and cells[0] != "case":
+            table[cells[0], cells[1]] = dict(zip(columns, cells, strict=True))
+    assert len(table) == len(report["results"])
+    for result in report["results"]:
+        row = table[result["case"], result["mode"]]
+        # Every cell says how many timed calls it is over, in library order.
+        calls = row["timed calls geoparam / torch / geotorch"].split(" / ")
+        for library, count in zip(("geoparam", "torch", "geotorch"), calls, strict=True):
+            entry = result["libraries"][library]
+            if "na" in entry:
+                assert count == "–"
+                continue
+            assert count.rstrip("†*") == str(entry["reps"])
+            assert entry["min_ms"] <= entry["median_ms"]
+            # median (min) when more than one call was timed
+            cell = row[f"{library} ms median (min)"]
+            assert ("(" in cell) == (entry["reps"] > 1), cell
+    assert "after 3 untimed warm-up calls each" in stdout
+    assert "round r starts with the (r mod L)-th" in stdout
 
 
 @pytest.mark.parametrize("orthogonal_map", ["matrix_exp", "cayley"])

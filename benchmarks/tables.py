@@ -1,0 +1,294 @@
+"""Regenerate the README's benchmark table and highlights from ``benchmarks/results.md``.
+
+    python benchmarks/tables.py           # rewrite README.md's generated blocks
+    python benchmarks/tables.py --check   # exit 1 if README.md or the docs are stale
+    ./dev.sh tables [--check]             # the same, in the project's virtual environment
+
+``benchmarks/results.md`` is the committed run: the ``bench.md`` that
+``python -m geoparam bench --out DIR`` writes, copied as it is. Every figure the README quotes
+about speed comes from it, through two blocks of README.md's "Speed" section, each between
+``<!-- bench-NAME:start -->`` and ``<!-- bench-NAME:end -->``:
+
+* ``highlights``: one bullet per entry of :data:`HIGHLIGHTS`, quoting the ratios of its rows;
+* ``table``: the whole of results.md (header, table, notes) inside ``<details>``.
+
+The docs page ``docs/benchmarks.md`` includes results.md itself (a ``pymdownx.snippets`` line,
+read when the site is built), so it holds no copy to regenerate; ``--check`` verifies the include.
+
+Only the standard library: this runs in a second, without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "HIGHLIGHTS",
+    "Highlight",
+    "docs_problems",
+    "highlights",
+    "main",
+    "parse_rows",
+    "render_readme",
+    "replace_block",
+    "table_block",
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results.md"
+README = ROOT / "README.md"
+DOCS_PAGE = ROOT / "docs" / "benchmarks.md"
+DOCS_INCLUDE = '--8<-- "benchmarks/results.md"'
+
+LIBRARIES = ("geoparam", "torch", "geotorch")
+# Header cells of bench_report.COLUMNS that this script reads.
+_CALLS = "timed calls " + " / ".join(LIBRARIES)
+_GRAD_ERROR = "grad rel. error geoparam / torch"
+_COLD = "1*"
+
+Row = dict[str, str]
+"""One table row: header cell to its text."""
+
+
+@dataclass(frozen=True)
+class Highlight:
+    """One generated bullet: the ratios of some rows of the table, and the words around them.
+
+    ``measure`` is ``"speed"`` (the × torch and × geotorch columns: their median time over
+    geoparam's) or ``"gradient"`` (torch's gradient error over geoparam's). Over several rows
+    the bullet quotes the range.
+    """
+
+    label: str
+    cases: tuple[str, ...]
+    mode: str = "fwd+bwd"
+    measure: str = "speed"
+    why: str = ""
+
+
+_SQUARE = ("64x64", "256x256", "512x512", "1024x1024")
+_TALL = ("1024x64", "4096x64")
+
+
+def _cases(orthogonal_map: str, shapes: Sequence[str]) -> tuple[str, ...]:
+    return tuple(f"orthogonal {orthogonal_map} {shape}" for shape in shapes)
+
+
+HIGHLIGHTS: tuple[Highlight, ...] = (
+    Highlight("`matrix_exp`, square 64×64 to 1024×1024", _cases("matrix_exp", _SQUARE)),
+    Highlight("`householder`, square 64×64 to 1024×1024", _cases("householder", _SQUARE)),
+    Highlight(
+        "`matrix_exp`, tall 1024×64 and 4096×64",
+        _cases("matrix_exp", _TALL),
+        why="torch and geotorch pad a tall weight to n × n",
+    ),
+    Highlight(
+        "`cayley`, tall 1024×64 and 4096×64",
+        _cases("cayley", _TALL),
+        why="the same padding",
+    ),
+    Highlight(
+        "orthogonal RNN training step (`matrix_exp`, Adam)",
+        ("orthogonal RNN matrix_exp h=256 T=32 B=64 (Adam)",),
+        mode="train step",
+    ),
+    Highlight(
+        "`cayley`, square 64×64 to 1024×1024",
+        _cases("cayley", _SQUARE),
+        why="torch's form is already one LU solve",
+    ),
+    Highlight(
+        "forward only, `cayley` square and `householder` square and tall",
+        _cases("cayley", _SQUARE) + _cases("householder", _SQUARE + _TALL),
+        mode="forward",
+        why="the same LAPACK routines as torch",
+    ),
+    Highlight(
+        "weight and spectral normalisation",
+        (
+            "spectral_norm Linear(1024, 1024)",
+            "spectral_norm Conv2d(64, 64, 3)",
+            "weight_norm Linear(1024, 1024)",
+            "weight_norm Conv2d(64, 64, 3)",
+        ),
+        why="the same torch operations",
+    ),
+    Highlight(
+        "gradient error of `matrix_exp`, square and tall, torch's over geoparam's",
+        _cases("matrix_exp", _SQUARE + _TALL),
+        measure="gradient",
+    ),
+)
+"""The README's highlights, in order; each names its rows by case and mode."""
+
+
+def _cells(line: str) -> list[str]:
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def parse_rows(results: str) -> dict[tuple[str, str], Row]:
+    """The table of ``results`` (a bench.md) as ``(case, mode)`` to its row.
+
+    Raises:
+        ValueError: if ``results`` holds no table whose header starts ``| case | mode |``.
+    """
+    lines = results.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.startswith("| case | mode |"))
+    except StopIteration:
+        raise ValueError("no benchmark table (a line '| case | mode | ...') found") from None
+    header = _cells(lines[start])
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        row = dict(zip(header, _cells(line), strict=True))
+        rows[row["case"], row["mode"]] = row
+    return rows
+
+
+def _number(cell: str) -> float | None:
+    """The leading number of a cell (``"2,202"``, ``"2.98e+03"``, ``"276 (271)"``), if any."""
+    match = re.match(r"[0-9][0-9,]*(?:\.[0-9]+)?(?:e[+-]?[0-9]+)?", cell)
+    return float(match.group().replace(",", "")) if match else None
+
+
+def _figure(value: float) -> str:
+    """A ratio for prose: two or three significant digits, thousands separated."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _span(values: list[float]) -> str:
+    low, high = _figure(min(values)), _figure(max(values))
+    return low if low == high else f"{low}–{high}"
+
+
+def _column(row: Row, column: str) -> str:
+    try:
+        return row[column]
+    except KeyError:
+        raise ValueError(f"the table has no column {column!r}: is results.md current?") from None
+
+
+def _speed(rows: list[Row]) -> str:
+    parts = []
+    for position, library in enumerate(LIBRARIES[1:], start=1):
+        values = [_number(_column(row, f"× {library}")) for row in rows]
+        present = [v for v in values if v is not None]
+        if not present:
+            continue
+        cold = [_column(row, _CALLS).split(" / ")[position] == _COLD for row in rows]
+        rough = " (from one cold call)" if all(cold) else ""
+        rough = rough or (" (some from one cold call)" if any(cold) else "")
+        parts.append(f"× {library} {_span(present)}{rough}")
+    return ", ".join(parts) or "no ratio"
+
+
+def _gradient(rows: list[Row]) -> str:
+    ratios = []
+    for row in rows:
+        ours, theirs = (_number(x) for x in _column(row, _GRAD_ERROR).split(" / "))
+        if ours and theirs is not None:
+            ratios.append(theirs / ours)
+    return _span(ratios) if ratios else "no ratio"
+
+
+def highlights(rows: dict[tuple[str, str], Row], chosen: Sequence[Highlight] = HIGHLIGHTS) -> str:
+    """The highlights block: one markdown bullet per :class:`Highlight`, figures from ``rows``.
+
+    Raises:
+        ValueError: if a highlight names a row the table lacks (a renamed case, a partial run).
+    """
+    bullets = []
+    for highlight in chosen:
+        missing = [case for case in highlight.cases if (case, highlight.mode) not in rows]
+        if missing:
+            raise ValueError(
+                f"results.md has no row {missing[0]!r} {highlight.mode!r}: run the full "
+                "benchmark, or update HIGHLIGHTS in benchmarks/tables.py"
+            )
+        selected = [rows[case, highlight.mode] for case in highlight.cases]
+        figures = _speed(selected) if highlight.measure == "speed" else _gradient(selected)
+        why = f"; {highlight.why}" if highlight.why else ""
+        bullets.append(f"- {highlight.label}: {figures}{why}.")
+    return "\n".join(bullets)
+
+
+def table_block(results: str) -> str:
+    """The whole of ``results`` inside a collapsed ``<details>``, dated from its header."""
+    date = re.search(r"· (\d{4}-\d{2}-\d{2}) \d{2}:\d{2} UTC", results)
+    when = f"one run, {date.group(1)}" if date else "one run"
+    return f"<details><summary>The full table ({when})</summary>\n\n{results.strip()}\n\n</details>"
+
+
+def replace_block(text: str, name: str, content: str) -> str:
+    """``text`` with what lies between its ``bench-{name}`` markers replaced by ``content``.
+
+    Raises:
+        ValueError: unless ``text`` has exactly one start marker followed by one end marker.
+    """
+    start, end = f"<!-- bench-{name}:start -->", f"<!-- bench-{name}:end -->"
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
+        raise ValueError(f"expected one {start} followed by one {end}")
+    before, rest = text.split(start)
+    _, after = rest.split(end)
+    return f"{before}{start}\n{content}\n{end}{after}"
+
+
+def render_readme(readme: str, results: str, chosen: Sequence[Highlight] = HIGHLIGHTS) -> str:
+    """``readme`` with its highlights (``chosen``) and table regenerated from ``results``."""
+    text = replace_block(readme, "highlights", highlights(parse_rows(results), chosen))
+    return replace_block(text, "table", table_block(results))
+
+
+def docs_problems(page: str) -> list[str]:
+    """Why ``docs/benchmarks.md`` would not show results.md as it is (empty if it would)."""
+    problems = []
+    if page.count(DOCS_INCLUDE) != 1:
+        problems.append(f"it should include the results once by the line {DOCS_INCLUDE}")
+    if any(line.startswith("| case | mode |") for line in page.splitlines()):
+        problems.append("it holds a copy of the table; include benchmarks/results.md instead")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite README.md from results.md, or with ``--check`` report what is stale.
+
+    Returns 0 when the files are (now) current, 1 when ``--check`` finds one stale.
+    """
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/tables.py",
+        description="Regenerate README.md's benchmark table and highlights from "
+        "benchmarks/results.md.",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 if a file is stale"
+    )
+    args = parser.parse_args(argv)
+    results = RESULTS.read_text(encoding="utf-8")
+    readme = README.read_text(encoding="utf-8")
+    expected = render_readme(readme, results)
+    stale = []
+    if expected != readme:
+        if args.check:
+            stale.append(f"{README.name}: its benchmark blocks differ from results.md")
+        else:
+            README.write_text(expected, encoding="utf-8")
+            print(f"{README.name}: regenerated from {RESULTS.name}")
+    stale += [f"docs/{DOCS_PAGE.name}: {p}" for p in docs_problems(DOCS_PAGE.read_text("utf-8"))]
+    for problem in stale:
+        print(problem, file=sys.stderr)
+    if stale and args.check:
+        print("run ./dev.sh tables (python benchmarks/tables.py) to regenerate", file=sys.stderr)
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
