@@ -160,56 +160,137 @@ def expm_skew(A: Tensor) -> Tensor:
         raise ValueError(f"expm_skew: expected A of shape (..., n, n), got {tuple(A.shape)}")
     if not (A.is_floating_point() or A.is_complex()):
         raise TypeError(f"expm_skew: expected a floating-point or complex A, got {A.dtype}")
+    return _ExpmSkew.apply(A)[0]
+
+
+# The forward pass keeps what the backward pass needs in one workspace of fixed shape, so that the
+# custom operator's outputs have shapes its fake implementation can state without the data:
+# slots 0-3 the powers B, B², B³, B⁶; 4-8 the polynomial's parts (degree 8: U, V, W in 4-6);
+# 9 the scheme's inner product (B⁶ for degree 12, B⁹ for degree 18); 10 the polynomial T,
+# from which the backward pass recomputes the s squarings (zero in the common case ‖A‖ ≲ 1).
+_SLOTS = 11
+_POWERS, _PARTS, _INNER, _POLYNOMIAL = slice(0, 4), slice(4, 9), 9, 10
+_UNUSED_SLOTS = {8: (2, 3, 7, 8, 9), 12: (3, 8), 18: ()}
+
+
+@torch.library.custom_op("geoparam::expm_skew", mutates_args=())
+def _expm_skew_op(A: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``exp(A)``, the workspace the backward pass reads, and the plan ``[degree, s]``.
+
+    One operator to torch's compiler: the degree and the number of squarings depend on the norm
+    of ``A``, a choice that needs the data on the host; inside the operator that is allowed.
+    """
+    shape, dtype = A.shape, A.dtype
+    n = shape[-1]
+    work = working_dtype(dtype)
+    workspace = A.new_empty((_SLOTS, *shape), dtype=work)
+    plan = torch.zeros(2, dtype=torch.int64)
     if A.numel() == 0:
-        return A.clone()
-    if torch.is_grad_enabled() and A.requires_grad:
-        return _ExpmSkew.apply(A)
-    return _forward(A, keep=False)[0]
+        return A.clone(), workspace, plan
+    flat = workspace.view(_SLOTS, -1, n, n)
+    degree, s = _scaled_powers(A.reshape(-1, n, n).to(work), flat[_POWERS])
+    Q = _SCHEMES[degree](flat, into_workspace=s > 0)
+    for _ in range(s):
+        Q = torch.bmm(Q, Q)
+    # Slots this degree leaves unused are zeroed: an operator's outputs must be determined by its
+    # inputs (torch's checks compare them run against run).
+    for slot in _UNUSED_SLOTS[degree] + ((_POLYNOMIAL,) if s == 0 else ()):
+        flat[slot].zero_()
+    plan[0], plan[1] = degree, s
+    return Q.reshape(shape).to(dtype), workspace, plan
+
+
+@_expm_skew_op.register_fake
+def _(A: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    workspace = A.new_empty((_SLOTS, *A.shape), dtype=working_dtype(A.dtype))
+    return torch.empty_like(A), workspace, A.new_empty(2, dtype=torch.int64, device="cpu")
+
+
+@torch.library.custom_op("geoparam::expm_skew_backward", mutates_args=())
+def _expm_skew_backward_op(G: Tensor, workspace: Tensor, plan: Tensor) -> Tensor:
+    """Vector-Jacobian product of :func:`expm_skew`: the gradient of ``Re⟨G, exp(A)⟩`` in ``A``."""
+    shape, dtype = G.shape, G.dtype
+    n = shape[-1]
+    if G.numel() == 0:
+        return torch.zeros_like(G)
+    degree, s = (int(value) for value in plan.tolist())
+    flat = workspace.view(_SLOTS, -1, n, n)
+    # Scaling G by 2^-s up front (the whole map is linear in G) keeps the squaring chain's
+    # intermediate gradients at the size of G instead of growing them by 2 per step.
+    gX = G.reshape(-1, n, n).to(workspace.dtype) * 2.0**-s
+    for X in reversed(_squares(flat[_POLYNOMIAL], s)):
+        # X² has the adjoint gX ↦ gX Xᴴ + Xᴴ gX.
+        gX = torch.baddbmm(torch.bmm(gX, X.mH), X.mH, gX)
+    return _SCHEME_VJPS[degree](gX, flat).reshape(shape).to(dtype)
+
+
+@_expm_skew_backward_op.register_fake
+def _(G: Tensor, workspace: Tensor, plan: Tensor) -> Tensor:
+    return torch.empty_like(G)
 
 
 class _ExpmSkew(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, A: Tensor) -> Tensor:
-        Q, degree, s, saved = _forward(A, keep=True)
-        ctx.degree, ctx.s = degree, s
-        ctx.save_for_backward(*saved)
-        return Q
+    """The differentiable composition of the two operators.
+
+    An ``autograd.Function`` with ``setup_context`` rather than the operator's own autograd
+    registration, because torch.func's transforms (``grad``, ``vmap`` of ``grad``) take only the
+    former; torch.compile traces it into the two operators.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx, G: Tensor) -> Tensor:
-        return _backward(G, ctx.degree, ctx.s, ctx.saved_tensors)
+    def forward(A: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return torch.ops.geoparam.expm_skew(A)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple[Tensor], output: tuple[Tensor, Tensor, Tensor]) -> None:
+        _, workspace, plan = output
+        ctx.mark_non_differentiable(workspace, plan)
+        ctx.save_for_backward(workspace, plan)
+
+    @staticmethod
+    @once_differentiable  # the backward operator has no derivative of its own
+    def backward(ctx, grad_Q: Tensor, _grad_workspace: Tensor, _grad_plan: Tensor) -> Tensor:
+        workspace, plan = ctx.saved_tensors
+        return torch.ops.geoparam.expm_skew_backward(grad_Q, workspace, plan)
 
 
-def _forward(A: Tensor, keep: bool) -> tuple[Tensor, int, int, tuple[Tensor, ...]]:
-    """``exp(A)`` and, when ``keep``, the degree, the scaling and the tensors the backward needs."""
-    shape, dtype = A.shape, A.dtype
-    n = shape[-1]
-    A = A.reshape(-1, n, n).to(working_dtype(dtype))
-    degree, s, powers = _scaled_powers(A)
-    Q, saved = _SCHEMES[degree](powers)
-    # exp(A) = T^(2^s); the backward of each squaring needs the matrix that was squared.
-    squares = []
-    for _ in range(s):
-        if keep:
-            squares.append(Q)
-        Q = torch.bmm(Q, Q)
-    return Q.reshape(shape).to(dtype), degree, s, (*saved, *squares) if keep else ()
+def _batch_first(tensor: Tensor, dim: int | None, size: int, position: int = 0) -> Tensor:
+    """Move the vmapped dimension ``dim`` of ``tensor`` to ``position`` (expanding if unbatched)."""
+    if dim is None:
+        return tensor.unsqueeze(position).expand(
+            *tensor.shape[:position], size, *tensor.shape[position:]
+        )
+    return tensor.movedim(dim, position)
 
 
-def _backward(G: Tensor, degree: int, s: int, saved: tuple[Tensor, ...]) -> Tensor:
-    """Vector-Jacobian product of :func:`_forward`: the gradient of ``Re⟨G, exp(A)⟩`` in ``A``."""
-    shape, dtype = G.shape, G.dtype
-    n = shape[-1]
-    vjp, count = _SCHEME_VJPS[degree]
-    scheme_saved, squares = saved[:count], saved[count:]
-    # Scaling G by 2^-s up front (the whole map is linear in G) keeps the squaring chain's
-    # intermediate gradients at the size of G instead of growing them by 2 per step.
-    gX = G.reshape(-1, n, n).to(saved[0].dtype) * 2.0**-s
-    for X in reversed(squares):
-        # X² has the adjoint gX ↦ gX Xᴴ + Xᴴ gX.
-        gX = torch.baddbmm(torch.bmm(gX, X.mH), X.mH, gX)
-    return vjp(gX, *scheme_saved).reshape(shape).to(dtype)
+@_expm_skew_op.register_vmap
+def _(info, in_dims: tuple[int | None], A: Tensor):
+    # The operator batches over leading dimensions: the vmapped one becomes one more of them.
+    (dim,) = in_dims
+    outputs = torch.ops.geoparam.expm_skew(A if dim is None else A.movedim(dim, 0))
+    return outputs, (None, None, None) if dim is None else (0, 1, None)
+
+
+@_expm_skew_backward_op.register_vmap
+def _(info, in_dims: tuple[int | None, int | None, int | None], G, workspace, plan):
+    G_dim, workspace_dim, plan_dim = in_dims
+    if plan_dim is not None:
+        raise NotImplementedError("expm_skew_backward: the plan cannot be vmapped")
+    if G_dim is None and workspace_dim is None:
+        return torch.ops.geoparam.expm_skew_backward(G, workspace, plan), None
+    G = _batch_first(G, G_dim, info.batch_size)
+    workspace = _batch_first(workspace, workspace_dim, info.batch_size, position=1)
+    return torch.ops.geoparam.expm_skew_backward(G, workspace, plan), 0
+
+
+def _squares(T: Tensor, s: int) -> list[Tensor]:
+    """``T, T², T⁴, …``: the ``s`` matrices that the forward pass squared, recomputed."""
+    squares = [T] if s else []
+    for _ in range(s - 1):
+        squares.append(torch.bmm(squares[-1], squares[-1]))
+    return squares
 
 
 def _one_norm(X: Tensor) -> Tensor:
@@ -219,26 +300,25 @@ def _one_norm(X: Tensor) -> Tensor:
     return X.abs().sum(-1).amax(-1)
 
 
-def _scaled_powers(A: Tensor) -> tuple[int, int, Tensor]:
-    """Choose the degree and the scaling ``s``, and stack the powers of ``B = A / 2^s`` it uses.
+def _scaled_powers(A: Tensor, powers: Tensor) -> tuple[int, int]:
+    """Choose the degree and the scaling ``s``, and fill ``powers`` with those of ``B = A / 2^s``.
 
-    The stack holds ``(B, B²)`` for degree 8, ``(B, B², B³)`` for degree 12 and
-    ``(B, B², B³, B⁶)`` for degree 18.
+    ``powers`` (shape ``(4, b, n, n)``) receives ``B, B²`` for degree 8, ``B, B², B³`` for
+    degree 12 and ``B, B², B³, B⁶`` for degree 18.
     """
     theta = _THETA[A.real.dtype]
-    powers = A.new_empty((4, *A.shape))
     B, B2, B3, B6 = powers.unbind(0)
     B.copy_(A)
     torch.bmm(A, A, out=B2)
     bound = torch.minimum(_one_norm(A), _one_norm(B2).sqrt())
     largest = _largest(bound)
     if largest <= theta[8]:
-        return 8, 0, powers[:2]
+        return 8, 0
     if largest <= theta[12]:
         # Between θ8 and θ12, degree 12 costs the same four products as degree 8 with one
         # squaring, and is more accurate.
         torch.bmm(B2, B, out=B3)
-        return 12, 0, powers[:3]
+        return 12, 0
 
     s = _squarings(largest, theta[18])
     prescale = max(0, s - _PRESCALE_HEADROOM)
@@ -249,7 +329,7 @@ def _scaled_powers(A: Tensor) -> tuple[int, int, Tensor]:
     torch.bmm(B2, B, out=B3)
     torch.bmm(B3, B3, out=B6)
     if s == 0:
-        return 18, 0, powers
+        return 18, 0
     # ‖B³‖₁^(1/3) and ‖B⁶‖₁^(1/6) bound ‖B‖₂ more tightly than ‖B²‖₁^(1/2): a second sync, only
     # where squarings are needed, that usually saves one of them (3 products forward and back).
     bound = torch.minimum(bound, _one_norm(B3).pow(1.0 / 3.0))
@@ -259,7 +339,7 @@ def _scaled_powers(A: Tensor) -> tuple[int, int, Tensor]:
         # Powers of 2 scale exactly: B^k / 2^(k rest) is the k-th power of B / 2^rest.
         exponents = torch.tensor((1.0, 2.0, 3.0, 6.0), dtype=bound.dtype, device=A.device)
         powers.mul_(torch.exp2(exponents * -rest).view(4, 1, 1, 1))
-    return 18, prescale + rest, powers
+    return 18, prescale + rest
 
 
 def _largest(bound: Tensor) -> float:
@@ -284,22 +364,25 @@ def _table(
     return table[:, :1, None].contiguous(), table[:, 1:].contiguous(), table[:, 1:].mT.contiguous()
 
 
-def _combine(table: Tensor, stacked: Tensor) -> Tensor:
+def _combine(table: Tensor, stacked: Tensor, out: Tensor | None = None) -> Tensor:
     """``out[i] = sum_j table[i, j] stacked[j]`` for a real table and a stack of matrices."""
     # One thin GEMM over the flattened matrices reads each of them once, in a single call. A
     # complex stack is combined as (real, imaginary) pairs: a real GEMM, rather than a complex one
     # with a table of zero imaginary parts.
+    if out is None:
+        out = stacked.new_empty((table.size(0), *stacked.shape[1:]))
     flat = torch.view_as_real(stacked) if stacked.is_complex() else stacked
-    out = (table @ flat.reshape(flat.size(0), -1)).view(table.size(0), *flat.shape[1:])
-    return torch.view_as_complex(out) if stacked.is_complex() else out
+    target = torch.view_as_real(out) if out.is_complex() else out
+    torch.mm(table, flat.reshape(flat.size(0), -1), out=target.view(table.size(0), -1))
+    return out
 
 
-def _polynomial_parts(rows: tuple[tuple[float, ...], ...], powers: Tensor) -> Tensor:
-    """The combinations ``C_i`` of the identity and the powers given by a scheme's table."""
+def _polynomial_parts(rows: tuple[tuple[float, ...], ...], powers: Tensor, out: Tensor) -> Tensor:
+    """Write into ``out`` the combinations ``C_i`` of the identity and the powers of a scheme."""
     identity, table, _ = _table(rows, powers.real.dtype, powers.device)
-    parts = _combine(table, powers)
-    parts.diagonal(dim1=-2, dim2=-1).add_(identity)
-    return parts
+    _combine(table, powers, out)
+    out.diagonal(dim1=-2, dim2=-1).add_(identity)
+    return out
 
 
 def _parts_vjp(rows: tuple[tuple[float, ...], ...], grad_parts: Tensor) -> Tensor:
@@ -313,18 +396,27 @@ def _add_identity(X: Tensor, alpha: float) -> Tensor:
     return X
 
 
-def _taylor8(powers: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-    B, B2 = powers.unbind(0)
-    U = torch.add(B * _T8_X1, B2, alpha=_T8_X2)
+def _polynomial_out(workspace: Tensor, into_workspace: bool) -> Tensor | None:
+    # T is kept only when the backward pass must recompute squarings from it; otherwise it is
+    # the output itself, which must not alias the workspace.
+    return workspace[_POLYNOMIAL] if into_workspace else None
+
+
+def _taylor8(workspace: Tensor, into_workspace: bool) -> Tensor:
+    B, B2 = workspace[0], workspace[1]
+    U, V, W = workspace[4], workspace[5], workspace[6]
+    torch.add(B * _T8_X1, B2, alpha=_T8_X2, out=U)
     B4 = torch.bmm(B2, U)
-    V = torch.add(B4, B2, alpha=_T8_X3)
-    W = _add_identity(B * _T8_X5 + B2 * _T8_X6 + B4 * _T8_X7, _T8_X4)
-    T = torch.baddbmm(_add_identity(torch.add(B, B2, alpha=_T8_Y2), 1.0), V, W)
-    return T, (powers, U, V, W)
+    torch.add(B4, B2, alpha=_T8_X3, out=V)
+    torch.add(B * _T8_X5, B2, alpha=_T8_X6, out=W)
+    _add_identity(W.add_(B4, alpha=_T8_X7), _T8_X4)
+    T0 = _add_identity(torch.add(B, B2, alpha=_T8_Y2), 1.0)
+    return torch.baddbmm(T0, V, W, out=_polynomial_out(workspace, into_workspace))
 
 
-def _taylor8_vjp(gT: Tensor, powers: Tensor, U: Tensor, V: Tensor, W: Tensor) -> Tensor:
-    B, B2 = powers.unbind(0)
+def _taylor8_vjp(gT: Tensor, workspace: Tensor) -> Tensor:
+    B, B2 = workspace[0], workspace[1]
+    U, V, W = workspace[4], workspace[5], workspace[6]
     gV = torch.bmm(gT, W.mH)
     gW = torch.bmm(V.mH, gT)
     gB2 = gT * _T8_Y2 + gV * _T8_X3 + gW * _T8_X6
@@ -336,18 +428,19 @@ def _taylor8_vjp(gT: Tensor, powers: Tensor, U: Tensor, V: Tensor, W: Tensor) ->
     return gB.baddbmm_(gB2, B.mH).baddbmm_(B.mH, gB2)
 
 
-def _taylor12(powers: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-    C = _polynomial_parts(_T12, powers)
+def _taylor12(workspace: Tensor, into_workspace: bool) -> Tensor:
+    C = _polynomial_parts(_T12, workspace[0:3], workspace[4:8])
     C0, C1, C2, C3 = C.unbind(0)
-    B6 = torch.baddbmm(C2, C3, C3)
+    B6 = torch.baddbmm(C2, C3, C3, out=workspace[_INNER])
     D = C1.add_(B6)
-    return torch.baddbmm(C0, D, B6), (powers, C, B6)
+    return torch.baddbmm(C0, D, B6, out=_polynomial_out(workspace, into_workspace))
 
 
-def _taylor12_vjp(gT: Tensor, powers: Tensor, C: Tensor, B6: Tensor) -> Tensor:
-    B, B2, _ = powers.unbind(0)
-    _, D, _, C3 = C.unbind(0)
-    gC = torch.empty_like(C)
+def _taylor12_vjp(gT: Tensor, workspace: Tensor) -> Tensor:
+    B, B2 = workspace[0], workspace[1]
+    _, D, _, C3 = workspace[4:8].unbind(0)
+    B6 = workspace[_INNER]
+    gC = gT.new_empty((4, *gT.shape))
     gC0, gD, gB6, gC3 = gC.unbind(0)
     gC0.copy_(gT)
     torch.bmm(gT, B6.mH, out=gD)
@@ -360,18 +453,19 @@ def _taylor12_vjp(gT: Tensor, powers: Tensor, C: Tensor, B6: Tensor) -> Tensor:
     return gB.baddbmm_(gB2, B.mH).baddbmm_(B.mH, gB2)
 
 
-def _taylor18(powers: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
-    C = _polynomial_parts(_T18, powers)
+def _taylor18(workspace: Tensor, into_workspace: bool) -> Tensor:
+    C = _polynomial_parts(_T18, workspace[_POWERS], workspace[_PARTS])
     C0, C1, C2, C3, C4 = C.unbind(0)
-    B9 = torch.baddbmm(C3, C0, C4)
+    B9 = torch.baddbmm(C3, C0, C4, out=workspace[_INNER])
     D = C2.add_(B9)
-    return torch.baddbmm(C1, D, B9), (powers, C, B9)
+    return torch.baddbmm(C1, D, B9, out=_polynomial_out(workspace, into_workspace))
 
 
-def _taylor18_vjp(gT: Tensor, powers: Tensor, C: Tensor, B9: Tensor) -> Tensor:
-    B, B2, B3, _ = powers.unbind(0)
-    C0, _, D, _, C4 = C.unbind(0)
-    gC = torch.empty_like(C)
+def _taylor18_vjp(gT: Tensor, workspace: Tensor) -> Tensor:
+    B, B2, B3, _ = workspace[_POWERS].unbind(0)
+    C0, _, D, _, C4 = workspace[_PARTS].unbind(0)
+    B9 = workspace[_INNER]
+    gC = gT.new_empty((5, *gT.shape))
     gC0, gC1, gD, gB9, gC4 = gC.unbind(0)
     gC1.copy_(gT)
     torch.bmm(gT, B9.mH, out=gD)
@@ -386,6 +480,6 @@ def _taylor18_vjp(gT: Tensor, powers: Tensor, C: Tensor, B9: Tensor) -> Tensor:
     return gB.baddbmm_(gB2, B.mH).baddbmm_(B.mH, gB2)
 
 
-# Degree -> the scheme, and its vector-Jacobian product with the number of tensors it saves.
+# Degree -> the scheme and its vector-Jacobian product, both reading the workspace.
 _SCHEMES = {8: _taylor8, 12: _taylor12, 18: _taylor18}
-_SCHEME_VJPS = {8: (_taylor8_vjp, 4), 12: (_taylor12_vjp, 3), 18: (_taylor18_vjp, 3)}
+_SCHEME_VJPS = {8: _taylor8_vjp, 12: _taylor12_vjp, 18: _taylor18_vjp}
