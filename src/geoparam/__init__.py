@@ -13,7 +13,16 @@ Example:
 
 from . import errors
 from .constraints import orthogonal, spectral_norm, weight_norm
-from .training import update_base
+from .training import cached, caching, clear_caches, update_base
 
-__all__ = ["errors", "orthogonal", "spectral_norm", "update_base", "weight_norm"]
+__all__ = [
+    "cached",
+    "caching",
+    "clear_caches",
+    "errors",
+    "orthogonal",
+    "spectral_norm",
+    "update_base",
+    "weight_norm",
+]
 __version__ = "0.1.0"

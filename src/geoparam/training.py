@@ -1,4 +1,4 @@
-"""Helpers that act on a whole model: re-basing dynamic trivializations."""
+"""Helpers that act on a whole model: re-basing, reuse of constrained weights."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .manifolds import Orthogonal
+from .manifolds._reuse import cached, caching, clear_caches
 
-__all__ = ["update_base"]
+__all__ = ["cached", "caching", "clear_caches", "update_base"]
 
 
 @torch.no_grad()

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..linalg import power_iteration_
+from ._reuse import cached_evaluation
 from ._validation import check_assignment
 
 __all__ = ["SpectralNorm", "WeightNorm"]
@@ -45,6 +46,9 @@ class WeightNorm(nn.Module):
         return f"dim={self.dim}"
 
     def forward(self, weight_g: Tensor, weight_v: Tensor) -> Tensor:
+        return cached_evaluation(self, self._evaluate, (weight_g, weight_v))
+
+    def _evaluate(self, weight_g: Tensor, weight_v: Tensor) -> Tensor:
         return torch._weight_norm(weight_v, weight_g, self.dim)
 
     def right_inverse(self, weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -129,6 +133,11 @@ class SpectralNorm(nn.Module):
         return weight.flatten(1)
 
     def forward(self, weight: Tensor) -> Tensor:
+        # A training-mode read refines u and v (a side effect torch's semantics give every read):
+        # those reads are reused only inside an explicit geoparam.cached() scope.
+        return cached_evaluation(self, self._evaluate, (weight,), side_effects=self.training)
+
+    def _evaluate(self, weight: Tensor) -> Tensor:
         if weight.ndim == 1:
             return F.normalize(weight, dim=0, eps=self.eps)
         weight_mat = self._as_matrix(weight)

@@ -20,6 +20,7 @@ from ..linalg import (
     stiefel_expm,
 )
 from ..linalg._precision import working_dtype
+from ._reuse import cached_evaluation
 from ._validation import check_is_tensor
 
 __all__ = ["ORTHOGONAL_MAPS", "Orthogonal", "OrthogonalMap"]
@@ -130,6 +131,10 @@ class Orthogonal(nn.Module):
         )
 
     def forward(self, X: Tensor) -> Tensor:
+        # Evaluated once per value of X and of the base, however often the weight is read.
+        return cached_evaluation(self, self._evaluate, (X,))
+
+    def _evaluate(self, X: Tensor) -> Tensor:
         transposed = X.size(-2) < X.size(-1)
         if transposed:
             X = X.mT

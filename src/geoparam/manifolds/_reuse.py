@@ -1,0 +1,302 @@
+"""Reading a constrained weight many times for the price of one evaluation.
+
+A parametrized weight is recomputed each time ``module.weight`` is read: a recurrent cell that
+reads its weight at every step of a sequence pays the map (an exponential, a QR, ...) once per
+step. torch's ``parametrize.cached()`` helps only inside an explicit scope, and drops gradients
+when the first read inside it happens under ``no_grad``.
+
+Here each parametrization keeps its last result together with a fingerprint of everything it was
+computed from: the identity, version counter, storage, dtype and device of every input tensor and
+buffer, and whether it was computed with a graph. Every in-place change of a tensor (an optimizer
+step, ``load_state_dict``, an assignment through ``right_inverse``, ``.to()``) changes its
+fingerprint, so a read after it recomputes, while every read in between returns the same tensor.
+
+With a graph, the first read is an ordinary evaluation, so a weight read once per step costs
+exactly what it costs without reuse. A second read of the same value gets (and every later read
+shares) a result produced by :class:`_Reusable`: a single autograd node whose backward can run any
+number of times, since it keeps the graph of the map for itself instead of letting the first
+backward pass free it. So a cell that reads its weight at every step of a sequence evaluates the
+map twice, not once per step, and several forwards then one backward, gradient accumulation over
+micro-batches, two losses backpropagated separately and ``retain_graph`` all give exactly the
+gradients of evaluating the map at each read. A second derivative re-evaluates the map on the
+real inputs.
+
+Only reads of a module's registered parameters are reused (see :func:`_registered`). What the
+fingerprint cannot see: writes that bypass the version counter, i.e. in-place changes through
+``parameter.data``. Code that updates weights that way must call :func:`clear_caches` (or run
+under ``geoparam.caching(False)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["cached", "cached_evaluation", "caching", "clear_caches"]
+
+_state = threading.local()
+# What an entry holds: a value computed without a graph; the first result with a graph (its own,
+# ordinary graph, which the first backward pass through it frees); a _Reusable result.
+_VALUE, _PLAIN, _REUSABLE = "value", "plain", "reusable"
+# Parametrization -> its last result. Kept outside the modules, so that copying or pickling a model
+# never meets a cached tensor, and an entry goes away with its module.
+_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
+
+
+def _enabled() -> bool:
+    return getattr(_state, "enabled", True)
+
+
+def _scope() -> object | None:
+    return getattr(_state, "scope", None)
+
+
+@contextlib.contextmanager
+def caching(enabled: bool) -> Iterator[None]:
+    """Turn the reuse of constrained weights on or off inside the block (it is on by default).
+
+    Off, every read of a constrained weight evaluates its map, as in torch. Needed only around
+    code that writes weights through ``.data`` (which the version counters do not see) and
+    reads them in between, or to measure the map itself.
+
+    Example:
+        >>> import geoparam
+        >>> layer = geoparam.orthogonal(nn.Linear(4, 4))
+        >>> with torch.no_grad():
+        ...     print(layer.weight is layer.weight)
+        ...     with geoparam.caching(False):
+        ...         print(layer.weight is layer.weight)
+        True
+        False
+    """
+    previous = _enabled()
+    _state.enabled = enabled
+    try:
+        yield
+    finally:
+        _state.enabled = previous
+
+
+class _Scope:
+    """A :func:`cached` block: the parametrizations that cached in it, to release at exit."""
+
+    def __init__(self) -> None:
+        self.owners: list[weakref.ref[nn.Module]] = []
+
+
+@contextlib.contextmanager
+def cached() -> Iterator[None]:
+    """Evaluate every constrained weight once per value inside the block; release them at exit.
+
+    Outside such a block geoparam already reuses a weight while nothing it depends on changes.
+    Inside it, also parametrizations whose evaluation has a side effect are evaluated once:
+    ``spectral_norm`` refines its singular vectors at every training-mode read (as torch does),
+    and in the block it does so at the first read only. On exit the weights cached in the block
+    are released. Unlike torch's ``parametrize.cached()``, a first read under ``torch.no_grad()``
+    does not take the gradient away from later reads in the block.
+
+    Example:
+        >>> import geoparam
+        >>> critic = geoparam.spectral_norm(nn.Linear(4, 4))
+        >>> with geoparam.cached():
+        ...     first, second = critic.weight, critic.weight
+        >>> first is second
+        True
+    """
+    outer = _scope()
+    current = _Scope() if outer is None else outer
+    _state.scope = current
+    try:
+        yield
+    finally:
+        _state.scope = outer
+        if outer is None:
+            for reference in current.owners:
+                owner = reference()
+                if owner is not None:
+                    _CACHE.pop(owner, None)
+
+
+def clear_caches(module: nn.Module) -> None:
+    """Forget the cached constrained weights of ``module`` (the next reads recompute them).
+
+    Needed only after writing into the weights' tensors through ``.data``, which bypasses the
+    version counters that tell geoparam a tensor has changed.
+
+    Example:
+        >>> import geoparam
+        >>> layer = geoparam.orthogonal(nn.Linear(4, 4))
+        >>> before = layer.weight
+        >>> geoparam.clear_caches(layer)
+        >>> layer.weight is before
+        False
+    """
+    for submodule in module.modules():
+        _CACHE.pop(submodule, None)
+
+
+def _functorch_active() -> bool:
+    # torch.func transforms wrap tensors level by level; a cached result from one level is
+    # meaningless at another. (Private API: if it moves, caching is simply skipped there.)
+    try:
+        return torch._C._functorch.peek_interpreter_stack() is not None
+    except AttributeError:  # pragma: no cover - depends on the torch release
+        return True
+
+
+def _registered(inputs: tuple[Tensor, ...], buffers: tuple[Tensor, ...]) -> bool:
+    """Whether the evaluation reads a module's own parameters (and plain buffers) only.
+
+    Those change through in-place operations, which the fingerprint sees. Other tensors passed
+    in (``functional_call`` substitutes, direct calls of a parametrization) are left alone: tools
+    like ``torch.autograd.gradcheck`` perturb them through ``.data``. Tensor subclasses (DTensor,
+    fake and functional tensors) carry state the fingerprint cannot see.
+    """
+    return all(type(t) is nn.Parameter for t in inputs) and all(type(t) is Tensor for t in buffers)
+
+
+def _version(tensor: Tensor) -> int | None:
+    return None if tensor.is_inference() else tensor._version
+
+
+def _fingerprint(tensor: Tensor) -> tuple:
+    return (tensor, tensor._version, tensor.data_ptr(), tensor.dtype, tensor.device, tensor.shape)
+
+
+def _same(key: tuple, other: tuple) -> bool:
+    """Equal keys: the same tensor objects (``is``, not ``==``) in the same states, same flags."""
+    fingerprints, flags = key[0], key[1:]
+    other_fingerprints, other_flags = other[0], other[1:]
+    return (
+        flags == other_flags
+        and len(fingerprints) == len(other_fingerprints)
+        and all(
+            mine[0] is theirs[0] and mine[1:] == theirs[1:]
+            for mine, theirs in zip(fingerprints, other_fingerprints, strict=True)
+        )
+    )
+
+
+def _evaluate(compute: Callable[..., Tensor], inputs: tuple[Tensor, ...]) -> Tensor:
+    # A constraint is evaluated in the weight's own precision, whatever autocast is active: the
+    # layer that uses the weight casts it as autocast decides.
+    with torch.autocast(inputs[0].device.type, enabled=False):
+        return compute(*inputs)
+
+
+class _Reusable(torch.autograd.Function):
+    """``compute(*inputs)`` as one node whose backward pass can run again and again."""
+
+    @staticmethod
+    def forward(ctx, compute: weakref.WeakMethod, *inputs: Tensor) -> Tensor:
+        leaves = tuple(x.detach().requires_grad_(x.requires_grad) for x in inputs)
+        with torch.enable_grad():
+            output = _evaluate(compute(), leaves)
+        # Kept as attributes, not saved tensors: the engine frees saved tensors after the first
+        # backward pass, while these live as long as the node, i.e. as long as a graph or the
+        # cache refers to it. `compute` is a weak method: the module keeps this node through its
+        # cache, and a strong reference back would make a cycle through autograd's C++ graph.
+        ctx.graph = (leaves, output)
+        ctx.inputs = inputs
+        ctx.compute = compute
+        return output.detach()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        leaves, output = ctx.graph
+        wanted = [i for i, leaf in enumerate(leaves) if leaf.requires_grad]
+        if torch.is_grad_enabled():
+            # A second derivative is asked for: differentiate a fresh evaluation on the real
+            # inputs, so that the result is connected to them.
+            inputs = [ctx.inputs[i] for i in wanted]
+            output = _evaluate(ctx.compute(), ctx.inputs)
+            grads = torch.autograd.grad(output, inputs, grad, create_graph=True, allow_unused=True)
+        else:
+            targets = [leaves[i] for i in wanted]
+            grads = torch.autograd.grad(output, targets, grad, retain_graph=True, allow_unused=True)
+        result: list[Tensor | None] = [None] * (1 + len(leaves))
+        for i, g in zip(wanted, grads, strict=True):
+            result[1 + i] = g
+        return tuple(result)
+
+
+def cached_evaluation(
+    owner: nn.Module,
+    compute: Callable[..., Tensor],
+    inputs: tuple[Tensor, ...],
+    *,
+    side_effects: bool = False,
+) -> Tensor:
+    """``compute(*inputs)``, reused while nothing it depends on has changed.
+
+    The evaluation runs with autocast disabled: a constraint is evaluated in the weight's own
+    precision, and the layer that uses the weight casts it as autocast decides.
+
+    Args:
+        owner: the parametrization; its buffers are part of the fingerprint.
+        compute: the evaluation, a method of ``owner``: a function of ``inputs`` and of
+            ``owner``'s buffers.
+        inputs: the tensors the evaluation is differentiated with respect to.
+        side_effects: the evaluation changes state (power iteration): reuse it only inside an
+            explicit :func:`cached` block.
+    """
+    current = _scope()
+    buffers = tuple(owner.buffers(recurse=False))
+    tensors = (*inputs, *buffers)
+    if (
+        not _enabled()
+        or (side_effects and current is None)
+        or torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or _functorch_active()
+        or not _registered(inputs, buffers)
+        or any(t.device.type == "meta" or t.is_inference() for t in tensors)
+    ):
+        return _evaluate(compute, inputs)
+
+    with_graph = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+    key = (
+        tuple(_fingerprint(t) for t in tensors),
+        torch.is_inference_mode_enabled(),
+        id(current) if side_effects else None,
+    )
+    entry = _CACHE.get(owner)
+    kind = None
+    if entry is not None:
+        cached_key, kind, result, version = entry
+        # `version`: nobody wrote into the tensor the previous reads returned (a result made in
+        # inference mode has no version counter, and cannot be written outside it).
+        if not (_same(key, cached_key) and _version(result) == version):
+            kind = None
+    if kind == _VALUE and not with_graph:
+        return result
+    if kind is not None and not with_graph:
+        return result.detach()
+    if kind == _REUSABLE:
+        return result
+
+    if not with_graph:
+        kind = _VALUE
+        with torch.no_grad():
+            result = _evaluate(compute, inputs)
+    elif kind is None and not side_effects:
+        # The first read with a graph: a plain evaluation, which costs nothing extra when the
+        # weight is read once per step (the usual case).
+        kind = _PLAIN
+        result = _evaluate(compute, inputs)
+    else:
+        # A second read of the same value (or any read in a scope, for an evaluation with side
+        # effects): from now on, one evaluation whose graph survives every backward pass.
+        kind = _REUSABLE
+        result = _Reusable.apply(weakref.WeakMethod(compute), *inputs)
+    # The fingerprint is taken again: a side effect (power iteration) may have changed buffers.
+    key = (tuple(_fingerprint(t) for t in tensors), *key[1:])
+    _CACHE[owner] = (key, kind, result, _version(result))
+    if current is not None:
+        current.owners.append(weakref.ref(owner))
+    return result
