@@ -117,7 +117,11 @@ def test_spectral_norm_in_a_deeper_model_lags_as_torch_and_converges():
     losses = _fit_model(model, STEPS)
     assert losses[-1] < losses[0]
     torch.testing.assert_close(losses, reference_losses)
-    torch.testing.assert_close(_spectral_norms(model), _spectral_norms(reference))
+    # In eval mode geoparam normalises u and v before use (robust to averaged buffers), which
+    # moves σ by rounding only.
+    torch.testing.assert_close(
+        _spectral_norms(model), _spectral_norms(reference), rtol=1e-6, atol=0
+    )
 
     with torch.no_grad():
         for _ in range(50):

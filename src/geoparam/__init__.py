@@ -13,14 +13,23 @@ Example:
 
 from . import errors
 from .constraints import orthogonal, spectral_norm, weight_norm
-from .training import cached, caching, clear_caches, update_base
+from .training import (
+    cached,
+    caching,
+    clear_caches,
+    freeze,
+    reset_parametrizations,
+    update_base,
+)
 
 __all__ = [
     "cached",
     "caching",
     "clear_caches",
     "errors",
+    "freeze",
     "orthogonal",
+    "reset_parametrizations",
     "spectral_norm",
     "update_base",
     "weight_norm",

@@ -1,4 +1,4 @@
-"""Helpers that act on a whole model: re-basing, reuse of constrained weights."""
+"""Helpers that act on a whole model: re-basing, freezing, re-initialising, reuse of weights."""
 
 from __future__ import annotations
 
@@ -6,10 +6,18 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ._registration import reinitialize
 from .manifolds import Orthogonal
 from .manifolds._reuse import cached, caching, clear_caches
 
-__all__ = ["cached", "caching", "clear_caches", "update_base"]
+__all__ = [
+    "cached",
+    "caching",
+    "clear_caches",
+    "freeze",
+    "reset_parametrizations",
+    "update_base",
+]
 
 
 @torch.no_grad()
@@ -60,5 +68,93 @@ def update_base(module: nn.Module, optimizer: torch.optim.Optimizer | None = Non
             original.copy_(first.rebase_(original))
             if optimizer is not None:
                 optimizer.state.pop(original, None)
+            count += 1
+    return count
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    r"""Replace every parametrization in ``model`` by its current value, in place.
+
+    Each constrained tensor becomes a plain parameter holding the value the model computes now
+    (spectral normalisation without a further power-iteration step), the ``parametrizations``
+    containers go away, and the modules get their own classes back. The result costs exactly
+    what the unconstrained model costs, and exports, scripts and pickles like it: the form for
+    inference and deployment. Parameters keep their ``requires_grad``; training the frozen model
+    no longer keeps the constraints. torch's own parametrizations are frozen too; a model with
+    none is returned unchanged.
+
+    Args:
+        model: the model to freeze (modified in place).
+
+    Returns:
+        ``model``.
+
+    Example:
+        >>> import geoparam
+        >>> layer = geoparam.orthogonal(nn.Linear(4, 4))
+        >>> weight = layer.weight.detach().clone()
+        >>> frozen = geoparam.freeze(layer)
+        >>> type(frozen).__name__, torch.equal(frozen.weight, weight)
+        ('Linear', True)
+    """
+    for module in list(model.modules()):
+        if not parametrize.is_parametrized(module):
+            continue
+        for name in list(module.parametrizations.keys()):
+            parametrizations = module.parametrizations[name]
+            parametrizations.eval()  # the current value, without a power-iteration step
+            # Not under no_grad: for a tensor stored as several (weight norm's g and v), torch
+            # keeps it a parameter only if the value it reads requires grad.
+            parametrize.remove_parametrizations(module, name, leave_parametrized=True)
+        _remove_load_hooks(module)
+    return model
+
+
+def _remove_load_hooks(module: nn.Module) -> None:
+    # geoparam's hook for legacy checkpoint keys has nothing left to rename.
+    hooks = module._load_state_dict_pre_hooks
+    for key, hook in list(hooks.items()):
+        if getattr(getattr(hook, "hook", None), "__module__", "") == "geoparam._registration":
+            del hooks[key]
+
+
+@torch.no_grad()
+def reset_parametrizations(model: nn.Module) -> int:
+    r"""Re-initialise every constrained tensor of ``model`` through its constraint.
+
+    Each parametrized module's own ``reset_parameters()`` draws a new value on a plain tensor,
+    which is then assigned through the constraints (an orthogonal weight is orthogonalised and
+    gets a new base; spectral normalisation draws and warms up new singular vectors). A module
+    without ``reset_parameters()`` gets a Haar sample for an orthogonal weight.
+
+    This is what a model built on the meta device needs after ``to_empty()``: its constrained
+    tensors and their buffers then hold arbitrary memory. Calling ``reset_parameters()`` on each
+    module, as a model's own initialisation usually does, has the same effect on geoparam's
+    modules.
+
+    Args:
+        model: the model whose parametrized modules to re-initialise (in place).
+
+    Returns:
+        The number of parametrized modules re-initialised.
+
+    Raises:
+        ValueError: a constrained tensor's module has no ``reset_parameters()`` and its
+            constraint cannot draw a sample; assign the tensor yourself instead.
+
+    Example:
+        >>> import geoparam
+        >>> with torch.device("meta"):
+        ...     model = geoparam.orthogonal(nn.Linear(4, 4))
+        >>> model = model.to_empty(device="cpu")
+        >>> geoparam.reset_parametrizations(model)
+        1
+        >>> torch.allclose(model.weight.T @ model.weight, torch.eye(4), atol=1e-5)
+        True
+    """
+    count = 0
+    for module in model.modules():
+        if parametrize.is_parametrized(module):
+            reinitialize(module)
             count += 1
     return count

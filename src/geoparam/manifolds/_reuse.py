@@ -185,7 +185,10 @@ def _same(key: tuple, other: tuple) -> bool:
 def _evaluate(compute: Callable[..., Tensor], inputs: tuple[Tensor, ...]) -> Tensor:
     # A constraint is evaluated in the weight's own precision, whatever autocast is active: the
     # layer that uses the weight casts it as autocast decides.
-    with torch.autocast(inputs[0].device.type, enabled=False):
+    device_type = inputs[0].device.type
+    if not torch.amp.is_autocast_available(device_type):  # the meta device, say
+        return compute(*inputs)
+    with torch.autocast(device_type, enabled=False):
         return compute(*inputs)
 
 

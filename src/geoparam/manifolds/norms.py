@@ -143,12 +143,35 @@ class SpectralNorm(nn.Module):
         weight_mat = self._as_matrix(weight)
         if self.training:
             power_iteration_(weight_mat, self._u, self._v, self.n_power_iterations, self.eps)
-        # Clones, because the in-place updates of a second forward (the GAN pattern: D(real) and
-        # D(fake) before one backward) must not overwrite what the first one's graph saved.
-        u = self._u.clone(memory_format=torch.contiguous_format)
-        v = self._v.clone(memory_format=torch.contiguous_format)
+        if self.training:
+            # Copies, because the in-place updates of a second forward (the GAN pattern: D(real)
+            # and D(fake) before one backward) must not overwrite what the first one's graph
+            # saved. The power iteration has just normalised them.
+            u = self._u.clone(memory_format=torch.contiguous_format)
+            v = self._v.clone(memory_format=torch.contiguous_format)
+        else:
+            # Normalised: vectors averaged by an EMA of the buffers
+            # (AveragedModel(use_buffers=True)) are not unit vectors any more.
+            u = F.normalize(self._u, dim=0, eps=self.eps)
+            v = F.normalize(self._v, dim=0, eps=self.eps)
         sigma = torch.vdot(u, torch.mv(weight_mat, v))
         return weight / sigma
+
+    @torch.no_grad()
+    def reinitialize_(self, weight: Tensor) -> None:
+        """Draw new singular-vector estimates for ``weight`` and warm them up (15 iterations).
+
+        For a weight given new values (``geoparam.reset_parametrizations``, or after
+        ``to_empty()``, when the buffers hold whatever memory they were given).
+        """
+        if weight.ndim == 1:
+            return
+        weight_mat = self._as_matrix(weight)
+        self._u.normal_()
+        self._v.normal_()
+        F.normalize(self._u, dim=0, eps=self.eps, out=self._u)
+        F.normalize(self._v, dim=0, eps=self.eps, out=self._v)
+        power_iteration_(weight_mat, self._u, self._v, 15, self.eps)
 
     def right_inverse(self, value: Tensor) -> Tensor:
         """Store the assigned tensor as it is: any non-zero weight is a valid pre-image."""

@@ -195,6 +195,13 @@ class Orthogonal(nn.Module):
                 f"{self.label}: cannot assign a tensor of dtype {Q.dtype} on {Q.device}; expected "
                 f"dtype {base.dtype} on {base.device}.{torch_wording}"
             )
+        if Q.device.type == "meta":
+            # A module built on the meta device has shapes but no values: keep them, compute
+            # nothing. The values come with the module's initialisation after to_empty().
+            n = max(Q.size(-2), Q.size(-1))
+            if self.use_trivialization:
+                self.base = Q.new_empty((*Q.shape[:-2], n, n))
+            return torch.empty_like(Q)
         dtype = Q.dtype
         Q_init = Q = Q.to(working_dtype(dtype))
         transposed = Q.size(-2) < Q.size(-1)
