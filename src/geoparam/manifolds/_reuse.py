@@ -21,15 +21,17 @@ micro-batches, two losses backpropagated separately and ``retain_graph`` all giv
 gradients of evaluating the map at each read. A second derivative re-evaluates the map on the
 real inputs.
 
-Only reads of a module's registered parameters are reused (see :func:`_registered`). What the
-fingerprint cannot see: writes that bypass the version counter, i.e. in-place changes through
-``parameter.data``. Code that updates weights that way must call :func:`clear_caches` (or run
-under ``geoparam.caching(False)``).
+Automatically, only reads of a module's own parameters are reused (see :func:`_registered`),
+and not at all in a process that uses FSDP2; inside an explicit :func:`cached` block every read
+is. What the fingerprint cannot see: writes that bypass the version counter, i.e. in-place
+changes through ``parameter.data``. Code that updates weights that way must call
+:func:`clear_caches` (or run under ``geoparam.caching(False)``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -152,12 +154,37 @@ def _functorch_active() -> bool:
 def _registered(inputs: tuple[Tensor, ...], buffers: tuple[Tensor, ...]) -> bool:
     """Whether the evaluation reads a module's own parameters (and plain buffers) only.
 
-    Those change through in-place operations, which the fingerprint sees. Other tensors passed
-    in (``functional_call`` substitutes, direct calls of a parametrization) are left alone: tools
-    like ``torch.autograd.gradcheck`` perturb them through ``.data``. Tensor subclasses (DTensor,
-    fake and functional tensors) carry state the fingerprint cannot see.
+    Those change through in-place operations, which the fingerprint sees. Left alone:
+
+    * other tensors passed in (``functional_call`` substitutes, direct calls of a
+      parametrization): tools like ``torch.autograd.gradcheck`` perturb them through ``.data``;
+    * tensor subclasses (DTensor, fake and functional tensors): state the fingerprint cannot see;
+    * parameters that are windows into a larger storage (FSDP's flat parameters, flat-buffer
+      optimizers) or partitioned by DeepSpeed: the frameworks that make them refill them in
+      place without a version bump.
     """
-    return all(type(t) is nn.Parameter for t in inputs) and all(type(t) is Tensor for t in buffers)
+    return (
+        all(type(t) is nn.Parameter and _owns_storage(t) for t in inputs)
+        and all(type(t) is Tensor for t in buffers)
+        and not _fsdp2_in_use()
+    )
+
+
+def _owns_storage(tensor: Tensor) -> bool:
+    return (
+        tensor.storage_offset() == 0
+        and tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+        and not hasattr(tensor, "ds_id")  # DeepSpeed ZeRO-3
+    )
+
+
+def _fsdp2_in_use() -> bool:
+    # FSDP2 (fully_shard) refills each unsharded parameter before every forward keeping its
+    # version counter on purpose, in storage it frees and allocates again (often at the same
+    # address): no fingerprint can tell the values apart, so automatic reuse is off as soon as
+    # the process uses it. Explicit geoparam.cached() blocks still reuse.
+    composable = sys.modules.get("torch.distributed._composable_state")
+    return composable is not None and bool(getattr(composable, "_module_state_mapping", None))
 
 
 def _version(tensor: Tensor) -> int | None:
@@ -257,8 +284,11 @@ def cached_evaluation(
         or torch.compiler.is_compiling()
         or torch.jit.is_tracing()
         or _functorch_active()
-        or not _registered(inputs, buffers)
-        or any(t.device.type == "meta" or t.is_inference() for t in tensors)
+        or any(
+            type(t) not in (Tensor, nn.Parameter) or t.device.type == "meta" or t.is_inference()
+            for t in tensors
+        )
+        or (current is None and not _registered(inputs, buffers))
     ):
         return _evaluate(compute, inputs)
 
