@@ -6,6 +6,12 @@ of ``MODE`` (``"ddp"`` or ``"fsdp"``), and save the model's full state (paramete
 gathered when sharded) with ``torch.save`` at ``OUT``. The test compares the two ranks with each
 other and with a single-process run of the same case, which it does itself.
 
+``"fsdp"`` also covers deferred initialisation (a model built on the meta device):
+:class:`DeferredCase` initialises it after ``to_empty()`` and *before* ``fully_shard``, and
+trains; :func:`probe_init_after_sharding` tries FSDP2's usual order (``fully_shard``, then
+``to_empty()``, then initialisation) and records what each step raised (see
+``test_distributed.py``).
+
 Every process builds the same model from the same seed and draws the same global batch at each
 step. Rank ``r`` trains on its half of the batch with ``loss = mean`` over that half, so the
 gradient averaged over the ranks is the gradient of the mean over the whole batch.
@@ -18,7 +24,9 @@ import datetime
 import inspect
 import sys
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -61,6 +69,21 @@ class Case:
 
 
 @dataclass(frozen=True)
+class DeferredCase(Case):
+    """A :class:`Case` whose model is built on the meta device, then ``to_empty()`` and ``init``.
+
+    ``init`` is ``"reset_parameters"`` (each module's own, the usual recipe) or
+    ``"reset_parametrizations"`` (geoparam's, plus the plain layer's ``reset_parameters()``).
+    """
+
+    init: str = "reset_parameters"
+
+    @property
+    def id(self) -> str:
+        return f"deferred-{super().id}-{self.init}"
+
+
+@dataclass(frozen=True)
 class RecurrentCase:
     """A run of :class:`Recurrent`, which reads each constrained weight twice per forward."""
 
@@ -86,6 +109,13 @@ FSDP_CASES = [Case(library, m, o) for library in LIBRARIES for m in MAPS for o i
 # FSDP2, two reads per forward (the recurrent pattern, where a stale reused weight would show):
 # geoparam as it is used (reuse on), and the controls: torch's parametrizations, and geoparam
 # with reuse off.
+# FSDP2 after deferred initialisation: meta build, to_empty(), seeded init, then fully_shard.
+# Only geoparam: torch's orthogonal cannot be built on the meta device (see
+# probe_init_after_sharding).
+INITS = ("reset_parameters", "reset_parametrizations")
+DEFERRED_CASES = [DeferredCase("geoparam", m, "adam", init=init) for m in MAPS for init in INITS]
+# The seed of every deferred initialisation: the same on every rank and in the single process.
+INIT_SEED = 4321
 RECURRENT_SIZES = (4, 6, 12)
 RECURRENT_CASES = [
     RecurrentCase(library, m, n, caching)
@@ -119,6 +149,19 @@ class Net(nn.Module):
         return self.wn(h)
 
 
+class TorchNorms(nn.Module):
+    """:class:`Net` with torch's parametrizations, less the orthogonal layer (which torch cannot
+    build on the meta device)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sn = torch_parametrizations.spectral_norm(_linear(HIDDEN, HIDDEN))
+        self.wn = torch_parametrizations.weight_norm(_linear(HIDDEN, OUT_FEATURES))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.wn(torch.tanh(self.sn(x)))
+
+
 class Recurrent(nn.Module):
     """Two steps of ``h ← tanh(gate(rec(h)))``: ``rec`` orthogonal, ``gate`` weight-normalised."""
 
@@ -140,6 +183,33 @@ def build_model(case: Case | RecurrentCase) -> nn.Module:
     """The case's model, float64, seeded: the same in every process (buffers included)."""
     torch.manual_seed(1234)
     return Net(case) if isinstance(case, Case) else Recurrent(case)
+
+
+def initialise(model: Net, init: str) -> None:
+    """Draw every parameter and buffer of ``model`` anew from :data:`INIT_SEED`, as ``init`` says.
+
+    The same draws in every process, and the same whether the model was built normally or on the
+    meta device and then ``to_empty()`` (whose memory is arbitrary).
+    """
+    torch.manual_seed(INIT_SEED)
+    if init == "reset_parameters":
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    elif init == "reset_parametrizations":
+        assert geoparam.reset_parametrizations(model) == 3
+        model.inp.reset_parameters()  # the plain layer, which reset_parametrizations leaves alone
+    else:
+        raise ValueError(f"unknown init {init!r}")
+
+
+def build_deferred(case: DeferredCase) -> Net:
+    """The case's model: built on the meta device, ``to_empty()`` on the CPU, initialised."""
+    with torch.device("meta"):
+        model = Net(case)
+    model.to_empty(device="cpu")
+    initialise(model, case.init)
+    return model
 
 
 def global_batch(step: int, features: int) -> Tensor:
@@ -210,8 +280,15 @@ def train_recurrent(
 
 
 def train_single_process(case: Case | RecurrentCase):
-    """The reference: one process, the whole global batch at each step."""
+    """The reference: one process, the whole global batch at each step.
+
+    A :class:`DeferredCase`'s reference is built normally (not on the meta device) and given the
+    same initialisation; its states start with the state after initialisation.
+    """
     model = build_model(case)
+    if isinstance(case, DeferredCase):
+        initialise(model, case.init)
+        return [full_state(model), *train(model, model, case, rank=0, world_size=1)]
     if isinstance(case, Case):
         return train(model, model, case, rank=0, world_size=1)
     return train_recurrent(model, case, rank=0, world_size=1)
@@ -230,17 +307,120 @@ def _ddp(case: Case, rank: int) -> list[dict[str, Tensor]]:
     return train(model, module, case, rank, WORLD_SIZE)
 
 
-def _fsdp(case: Case, rank: int) -> list[dict[str, Tensor]]:
+def _shard(module: nn.Module) -> None:
     from torch.distributed.fsdp import fully_shard
 
-    module = build_model(case)
     # Each constrained layer is its own FSDP unit: its parameters (the parametrizations'
     # `original` tensors and the bias) are sharded, all-gathered before its forward and freed
     # after; the root takes the plain input layer.
     for layer in (module.orth, module.sn, module.wn):
         fully_shard(layer)
     fully_shard(module)
+
+
+def _fsdp(case: Case, rank: int) -> list[dict[str, Tensor]]:
+    module = build_model(case)
+    _shard(module)
     return train(module, module, case, rank, WORLD_SIZE)
+
+
+def _fsdp_deferred(case: DeferredCase, rank: int) -> list[dict[str, Tensor]]:
+    """Meta build, ``to_empty()``, seeded initialisation, then FSDP2: the state after
+    initialisation (gathered from the shards), then after each step."""
+    module = build_deferred(case)
+    _shard(module)
+    return [full_state(module), *train(module, module, case, rank, WORLD_SIZE)]
+
+
+def _outcome(action: Callable[[], object]) -> dict[str, object]:
+    """What ``action()`` did: ``{"raised": None}``, or the exception's type name, its message and
+    where it was raised (``file:function`` of each frame of its traceback, innermost last)."""
+    try:
+        action()
+    except Exception as error:
+        frames = traceback.extract_tb(error.__traceback__)
+        return {
+            "raised": type(error).__name__,
+            "message": str(error),
+            "where": [f"{Path(frame.filename).name}:{frame.name}" for frame in frames],
+        }
+    return {"raised": None}
+
+
+def _meta_sharded(build: Callable[[], nn.Module], layers: tuple[str, ...]) -> nn.Module:
+    """FSDP2's deferred initialisation up to the init: meta build, fully_shard, to_empty()."""
+    from torch.distributed.fsdp import fully_shard
+
+    with torch.device("meta"):
+        model = build()
+    for name in layers:
+        fully_shard(getattr(model, name))
+    fully_shard(model)
+    return model.to_empty(device="cpu")
+
+
+def _assign_plain(layer: nn.Module) -> None:
+    # A plain tensor of the weight's global shape: what a reset assigns through the constraint.
+    layer.weight = torch.randn(layer.out_features, layer.in_features, dtype=torch.float64)
+
+
+def _local_bits(tensor: Tensor) -> Tensor:
+    # This rank's shard, bit for bit (to_empty() leaves arbitrary memory, NaNs included).
+    return tensor.to_local().detach().clone().view(torch.int64)
+
+
+def probe_init_after_sharding() -> dict[str, dict[str, object]]:
+    """FSDP2's own order for deferred initialisation, attempted step by step: the outcomes.
+
+    Meta build, ``fully_shard`` (layers, then the root), ``to_empty(device="cpu")``, then
+    initialisation. Every failure is raised before any collective, on both ranks alike, so each
+    attempt is independent of the others. Nothing is trained: see ``test_distributed.py`` for
+    what the outcomes are and why.
+    """
+    outcomes: dict[str, dict[str, object]] = {}
+
+    # geoparam: a fresh model for each attempt, since a failed one may leave a layer half-reset.
+    def geoparam_model() -> nn.Module:
+        return _meta_sharded(
+            lambda: Net(Case("geoparam", "matrix_exp", "adam")), ("orth", "sn", "wn")
+        )
+
+    for layer in ("orth", "sn", "wn"):
+        model = geoparam_model()
+        outcomes[f"geoparam {layer}.reset_parameters()"] = _outcome(
+            getattr(model, layer).reset_parameters
+        )
+    model = geoparam_model()
+    outcomes["geoparam reset_parametrizations(model)"] = _outcome(
+        lambda: geoparam.reset_parametrizations(model)
+    )
+    model = geoparam_model()
+    outcomes["geoparam orth.weight = tensor"] = _outcome(lambda: _assign_plain(model.orth))
+
+    # torch's parametrizations.
+    with torch.device("meta"):
+        outcomes["torch orthogonal() on meta"] = _outcome(
+            lambda: torch_parametrizations.orthogonal(_linear(HIDDEN, HIDDEN))
+        )
+
+    def torch_model() -> nn.Module:
+        return _meta_sharded(TorchNorms, ("sn", "wn"))
+
+    model = torch_model()
+    outcomes["torch sn.reset_parameters()"] = _outcome(model.sn.reset_parameters)
+    originals = model.wn.parametrizations.weight
+    before = [_local_bits(originals.original0), _local_bits(originals.original1)]
+    outcomes["torch wn.reset_parameters()"] = _outcome(model.wn.reset_parameters)
+    after = [_local_bits(originals.original0), _local_bits(originals.original1)]
+    outcomes["torch wn.reset_parameters()"]["originals_unchanged"] = all(
+        torch.equal(a, b) for a, b in zip(before, after, strict=True)
+    )
+    for name in ("sn", "wn"):
+        layer = getattr(torch_model(), name)
+        outcomes[f"torch {name}.weight = tensor"] = _outcome(
+            lambda layer=layer: _assign_plain(layer)
+        )
+    return outcomes
 
 
 def _fsdp_recurrent(case: RecurrentCase, rank: int) -> dict[str, Tensor]:
@@ -259,6 +439,8 @@ def run(mode: str, rank: int) -> dict[str, object]:
     if mode == "fsdp":
         results: dict[str, object] = {case.id: _fsdp(case, rank) for case in FSDP_CASES}
         results.update({case.id: _fsdp_recurrent(case, rank) for case in RECURRENT_CASES})
+        results.update({case.id: _fsdp_deferred(case, rank) for case in DEFERRED_CASES})
+        results["init-after-sharding"] = probe_init_after_sharding()
         return results
     raise ValueError(f"unknown mode {mode!r}")
 

@@ -15,6 +15,16 @@ What they show, on torch 2.13 (CPU build):
   twice per forward (``test_fsdp2_weight_read_twice_per_forward``): geoparam turns its automatic
   reuse of weights off in a process that uses FSDP2, which refills parameters in place without
   a version bump.
+* FSDP2 after deferred initialisation (a model built on the meta device), in this order: meta
+  build, ``to_empty()``, seeded initialisation (each module's ``reset_parameters()``, or
+  ``geoparam.reset_parametrizations``), then ``fully_shard``: works. The ranks agree bit for bit,
+  the constraints hold at initialisation and after training, and every state equals a model
+  built normally, initialised from the same seed and trained in one process.
+* FSDP2's own order, ``fully_shard`` *before* ``to_empty()`` and the initialisation, fails, for
+  geoparam and for torch's parametrizations alike (``test_fsdp2_init_after_sharding_*``): once
+  sharded, a parametrized tensor cannot be assigned (torch's ``parametrize`` swaps the sharded
+  DTensor ``original`` with a plain tensor, which ``swap_tensors`` refuses), and torch's own
+  ``reset_parameters()`` fails or initialises a temporary.
 """
 
 from __future__ import annotations
@@ -29,10 +39,10 @@ import pytest
 import torch
 
 import distributed_testing as dt
-from distributed_testing import Case, RecurrentCase
+from distributed_testing import Case, DeferredCase, RecurrentCase
 
 WORKER = Path(dt.__file__)
-WORKER_TIMEOUT = 180  # seconds, for a whole spawn (measured: ~10 s)
+WORKER_TIMEOUT = 180  # seconds, for a whole spawn (measured: ~8 s for ddp, ~20 s for fsdp)
 TOLERANCE = 1e-10
 
 
@@ -115,7 +125,7 @@ def _check_recorded_state(states: list[dict]) -> None:
         assert not torch.equal(states[0][key], states[-1][key]), f"{key} did not change"
 
 
-def _check_constraints(case: Case, state: dict) -> None:
+def _check_constraints(case: Case, state: dict, sigma_slack: float = 1e-2) -> None:
     """The trained weights, read in eval mode from the final state, satisfy their constraints."""
     model = dt.build_model(case)
     model.load_state_dict(state)
@@ -126,7 +136,7 @@ def _check_constraints(case: Case, state: dict) -> None:
         assert torch.linalg.matrix_norm(W.mT @ W - eye) < 1e-12
         sigma = torch.linalg.matrix_norm(model.sn.weight, 2)
         # W / (uᵀ W v) with unit u, v: sigma >= 1; power iteration trails the weights a little.
-        assert 1 - 1e-12 <= sigma < 1 + 1e-2
+        assert 1 - 1e-12 <= sigma < 1 + sigma_slack
         g = state["wn.parametrizations.weight.original0"]
         torch.testing.assert_close(model.wn.weight.norm(dim=1, keepdim=True), g)
 
@@ -232,3 +242,152 @@ def test_fsdp2_weight_read_twice_per_forward(fsdp_results: list[dict]) -> None:
     coincidence.
     """
     _check_recurrent(fsdp_results, _RECURRENT_GEOPARAM)
+
+
+# FSDP2 and deferred initialisation (a model built on the meta device)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", dt.DEFERRED_CASES, ids=lambda case: case.id)
+def test_fsdp2_after_deferred_init_ranks_identical(
+    fsdp_results: list[dict], case: DeferredCase
+) -> None:
+    """Meta build, ``to_empty()``, seeded init, ``fully_shard``: the ranks agree at every state."""
+    states = [results[case.id] for results in fsdp_results]
+    assert all(len(s) == 1 + dt.STEPS for s in states)  # after initialisation, then each step
+    _check_recorded_state(states[0])
+    for step in range(1 + dt.STEPS):
+        _assert_ranks_identical([s[step] for s in states], f"{case.id}, state {step}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", dt.DEFERRED_CASES, ids=lambda case: case.id)
+def test_fsdp2_after_deferred_init_matches_single_process(
+    fsdp_results: list[dict], case: DeferredCase
+) -> None:
+    """The initialisation and every step equal a single process that built the model normally
+    (so nothing of ``to_empty()``'s arbitrary memory survives the initialisation: buffers
+    included) and initialised it from the same seed."""
+    reference = dt.train_single_process(case)
+    assert len(reference) == 1 + dt.STEPS
+    for step, expected in enumerate(reference):
+        _assert_matches(fsdp_results[0][case.id][step], expected, f"{case.id}, state {step}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", dt.DEFERRED_CASES, ids=lambda case: case.id)
+def test_fsdp2_after_deferred_init_constraints_hold(
+    fsdp_results: list[dict], case: DeferredCase
+) -> None:
+    """Orthogonal, ``σ ≈ 1`` and ``‖W_i‖ = g_i``: after initialisation and after training."""
+    states = fsdp_results[0][case.id]
+    # At initialisation the singular vectors were warmed up by 15 power iterations (measured:
+    # σ - 1 = 4e-6 and 1e-9 for the two draws).
+    _check_constraints(case, states[0], sigma_slack=1e-4)
+    # One power iteration per step trails Adam at lr 0.05 from these draws more than from the
+    # normally built model's (measured: σ = 1.068 after the first step, 1.023 after the fifth,
+    # and the same in the single process, which the test above matches to 1e-10).
+    _check_constraints(case, states[-1], sigma_slack=5e-2)
+
+
+# FSDP2's own order of deferred initialisation: meta build, fully_shard (layers, then root),
+# to_empty(device="cpu"), then the initialisation. It fails, for geoparam and for torch's
+# parametrizations alike; these tests pin down exactly how (the worker records each attempt's
+# exception, see distributed_testing.probe_init_after_sharding), so that a change in torch or
+# geoparam that makes it work, or fail differently, shows here.
+#
+# The root cause is torch's, not geoparam's. After fully_shard a parametrization's `original` is
+# a sharded DTensor parameter. Any assignment `layer.weight = value` goes through
+# ParametrizationList.right_inverse -> parametrize._maybe_set(original, value), which for a
+# tensor subclass calls torch.utils.swap_tensors(original, Parameter(value)), and that refuses a
+# plain tensor: "Cannot swap t1 and t2 if they have different slots" (DTensor has __slots__ that
+# a plain Parameter lacks). geoparam's re-initialisation assigns through the constraint, so it
+# hits this; torch's parametrizations hit it on the same assignment.
+#
+# geoparam's re-initialisation therefore refuses sharded tensors up front, with a message that
+# says what to do instead. (It finds the module's plain class under FSDP2's derived class,
+# FSDP<ParametrizedLinear>, by walking the MRO.)
+#
+# What works instead is the order of test_fsdp2_after_deferred_init_*: initialise, then shard.
+
+_SWAP = {
+    "raised": "RuntimeError",
+    "message": "Cannot swap t1 and t2 if they have different slots",
+    # The innermost frames: torch's parametrize assigning the value to the sharded original.
+    "where": [
+        "parametrize.py:set_original",
+        "parametrize.py:right_inverse",
+        "parametrize.py:_maybe_set",
+        "__init__.py:swap_tensors",
+    ],
+}
+
+
+def _assert_raised(outcome: dict, raised: str, message: str, where: list[str]) -> None:
+    assert outcome["raised"] == raised, outcome
+    assert message in outcome["message"], outcome
+    assert outcome["where"][-len(where) :] == where, outcome
+
+
+def _probes(fsdp_results: list[dict]) -> list[dict]:
+    probes = [results["init-after-sharding"] for results in fsdp_results]
+    assert all(probe == probes[0] for probe in probes[1:]), "the ranks failed differently"
+    return probes
+
+
+@pytest.mark.slow
+def test_fsdp2_init_after_sharding_geoparam_fails(fsdp_results: list[dict]) -> None:
+    for probe in _probes(fsdp_results):
+        # geoparam refuses to re-initialise sharded tensors, with a message saying what to do
+        # instead (initialise, then shard): torch's parametrize could not assign the values
+        # anyway (its swap_tensors refuses a DTensor original, as the plain assignment shows).
+        for attempt in (
+            "geoparam orth.reset_parameters()",
+            "geoparam sn.reset_parameters()",
+            "geoparam wn.reset_parameters()",
+            "geoparam reset_parametrizations(model)",
+        ):
+            assert probe[attempt]["raised"] == "RuntimeError", probe[attempt]
+            assert "are sharded (DTensor" in probe[attempt]["message"]
+            assert "before sharding" in probe[attempt]["message"]
+            assert "_registration.py:reinitialize" in probe[attempt]["where"]
+        # The property of geoparam's shared class (_registration.py) hands the value to the
+        # same ParametrizationList.right_inverse as torch's own property does.
+        _assert_raised(
+            probe["geoparam orth.weight = tensor"],
+            **{**_SWAP, "where": ["_registration.py:set", *_SWAP["where"][1:]]},
+        )
+
+
+@pytest.mark.slow
+def test_fsdp2_init_after_sharding_torch_fails_too(fsdp_results: list[dict]) -> None:
+    for probe in _probes(fsdp_results):
+        # torch's orthogonal cannot even be built on the meta device: its right_inverse asks
+        # whether the (meta) weight is already orthogonal, a data-dependent check.
+        _assert_raised(
+            probe["torch orthogonal() on meta"],
+            "RuntimeError",
+            "Tensor.item() cannot be called on meta tensors",
+            [
+                "parametrizations.py:right_inverse",
+                "parametrizations.py:_is_orthogonal",
+                "_device.py:__torch_function__",
+                "_meta_registrations.py:meta_local_scalar_dense",
+            ],
+        )
+        # torch's reset_parameters() on a parametrized Linear initialises `self.weight`, a
+        # temporary computed from the originals. For spectral norm, computing it outside the
+        # forward runs the power iteration on the sharded weight with the unsharded vector
+        # buffers (FSDP2 shards parameters only):
+        _assert_raised(
+            probe["torch sn.reset_parameters()"],
+            "RuntimeError",
+            "aten.mv.default got mixed torch.Tensor and DTensor",
+            ["parametrizations.py:_power_method"],
+        )
+        # For weight norm it returns, having initialised the temporary only: the originals keep
+        # to_empty()'s arbitrary memory, bit for bit.
+        assert probe["torch wn.reset_parameters()"] == {"raised": None, "originals_unchanged": True}
+        # Assigning a value, which is how a parametrized weight is set, fails as geoparam's does.
+        _assert_raised(probe["torch sn.weight = tensor"], **_SWAP)
+        _assert_raised(probe["torch wn.weight = tensor"], **_SWAP)

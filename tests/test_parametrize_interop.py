@@ -162,3 +162,64 @@ def test_cached_reads_the_weight_once(make, register_torch, register_ours):
     )
     for ours_param, reference_param in grads:
         assert_close_relative(ours_param.grad, reference_param.grad, RTOL[F64])
+
+
+# ---------------------------------------------------------------------------------------------
+# One parametrized class per plain class: modules do not see each other's parametrizations.
+
+
+def test_constrained_modules_of_one_class_share_it():
+    first = geoparam.orthogonal(nn.Linear(3, 3))
+    second = geoparam.spectral_norm(nn.Linear(4, 2))
+    assert type(first) is type(second)
+    assert type(first).__name__ == "ParametrizedLinear" and isinstance(first, nn.Linear)
+    assert parametrize.type_before_parametrizations(first) is nn.Linear
+
+
+@pytest.mark.parametrize("leave_parametrized", [True, False])
+def test_removing_from_one_module_leaves_the_others(leave_parametrized):
+    kept = geoparam.orthogonal(nn.Linear(3, 3))
+    removed = geoparam.orthogonal(nn.Linear(3, 3))
+    value = removed.weight.detach().clone()
+    parametrize.remove_parametrizations(removed, "weight", leave_parametrized=leave_parametrized)
+    assert type(removed) is nn.Linear and isinstance(removed.weight, nn.Parameter)
+    if leave_parametrized:
+        torch.testing.assert_close(removed.weight, value)
+    W = kept.weight
+    torch.testing.assert_close(W.T @ W, torch.eye(3), atol=1e-6, rtol=0)
+
+
+def test_a_tensor_parametrized_in_one_module_is_plain_in_another():
+    # `bias` constrained in one Linear; every other Linear's bias stays its own parameter,
+    # readable, assignable and registered as before.
+    geoparam.weight_norm(nn.Linear(3, 3), "bias")
+    other = geoparam.orthogonal(nn.Linear(3, 3))
+    assert isinstance(other.bias, nn.Parameter)
+    other.bias = nn.Parameter(torch.zeros(3))
+    assert torch.equal(other.bias, torch.zeros(3))
+    assert "bias" in dict(other.named_parameters())
+    other.note = "an attribute of this module only"
+    assert other.note == "an attribute of this module only"
+
+
+def test_torch_registration_on_a_shared_module_stays_with_it():
+    ours = geoparam.orthogonal(nn.Linear(4, 4))
+    sibling = geoparam.orthogonal(nn.Linear(4, 4))
+    torch_parametrizations.weight_norm(ours, "bias", dim=None)  # torch's own, second tensor
+    assert isinstance(ours.bias, torch.Tensor) and not isinstance(ours.bias, nn.Parameter)
+    assert isinstance(sibling.bias, nn.Parameter)
+    parametrize.remove_parametrizations(ours, "bias")
+    assert isinstance(ours.bias, nn.Parameter)
+    W = sibling.weight
+    torch.testing.assert_close(W.T @ W, torch.eye(4), atol=1e-6, rtol=0)
+
+
+def test_torchs_cached_keeps_modules_of_a_shared_class_apart():
+    first = geoparam.orthogonal(nn.Linear(3, 3))
+    second = geoparam.orthogonal(nn.Linear(3, 3))
+    with torch.no_grad():
+        expected = first.weight.clone(), second.weight.clone()
+    with parametrize.cached():
+        assert torch.equal(first.weight, expected[0])
+        assert torch.equal(second.weight, expected[1])
+        assert first.weight is first.weight

@@ -1,20 +1,31 @@
 """The one place where geoparam registers parametrizations on modules.
 
-torch's ``register_parametrization`` swaps the module's class for a subclass made on the spot
-(``ParametrizedLinear`` for a ``Linear``) that holds the properties computing the constrained
-tensors. geoparam completes that class, once per module:
+torch's ``register_parametrization`` swaps a module's class for a subclass made on the spot for
+that module alone (``ParametrizedLinear`` for a ``Linear``), holding properties that compute the
+constrained tensors. geoparam then moves the module to a class it *shares* between all modules of
+the same plain class (:func:`_shared_class`):
 
-* pickling (``pickle``, ``torch.save(model)``), which torch refuses for such classes: the module is
-  reduced to its plain class, its state and the names of its parametrized tensors, and rebuilt
-  through torch's own class injection;
+* with one class per module, torch.compile guards on each module's class and compiles every
+  block of a model anew when the blocks are compiled one by one (and falls back to eager after
+  eight); with a shared class they share one graph;
+* pickling (``pickle``, ``torch.save(model)``), which torch refuses for its classes: a module is
+  reduced to its plain class, its state and the names of its parametrized tensors;
 * ``reset_parameters()``, which on a parametrized module would initialise a temporary copy of the
   weight: it initialises a plain tensor with the module's own method and assigns it through the
   constraints (what a model's own initialisation after ``to_empty()`` needs);
 * the load hook that reads the checkpoint keys of torch's older hook-based ``weight_norm`` and
   ``spectral_norm``.
+
+A shared class's properties work for every module that has the class: for a module whose tensor
+of that name is not parametrized they defer to the ordinary attribute lookup. Its metaclass keeps
+torch's own ``register_parametrization`` and ``remove_parametrizations``, which add and delete a
+property on the module's class, from affecting the other modules.
 """
 
 from __future__ import annotations
+
+import copyreg
+from copy import deepcopy
 
 import torch
 from torch import Tensor, nn
@@ -28,33 +39,134 @@ __all__ = ["register", "reinitialize"]
 def register(module: nn.Module, name: str, parametrization: nn.Module, *, unsafe: bool) -> None:
     """Register ``parametrization`` on ``module.<name>`` through torch's parametrize machinery."""
     parametrize.register_parametrization(module, name, parametrization, unsafe=unsafe)
-    _complete_class(type(module))
+    _share_class(module)
     _install_legacy_key_hook(module)
 
 
-def _complete_class(cls: type) -> None:
-    # The class torch made for this module alone (or a copy's, which shares it): patch it once.
-    if cls.__dict__.get("_geoparam_complete", False):
-        return
-    cls.__reduce_ex__ = _reduce_parametrized
-    if hasattr(cls.__bases__[0], "reset_parameters"):
-        cls.reset_parameters = _reset_parameters
-    cls._geoparam_complete = True
+class _SharedParametrizedType(type):
+    """The metaclass of :func:`_shared_class`: class-level property changes stay per module."""
+
+    def __setattr__(cls, name: str, value: object) -> None:
+        # torch's _inject_property sets a property for one module's tensor; a shared class
+        # holds the property every module can use instead.
+        if isinstance(value, property):
+            value = _parametrized_property(name)
+        super().__setattr__(name, value)
+
+    def __delattr__(cls, name: str) -> None:
+        # torch's remove_parametrizations deletes the property of one module's tensor: other
+        # modules may still use it, and it defers to plain attributes for this one.
+        if isinstance(cls.__dict__.get(name), property):
+            return
+        super().__delattr__(name)
+
+
+_SHARED: dict[type, type] = {}
+
+
+def _shared_class(plain: type) -> type:
+    """The parametrized class that every parametrized ``plain`` module of geoparam's shares."""
+    shared = _SHARED.get(plain)
+    if shared is None:
+        namespace: dict[str, object] = {
+            "__module__": plain.__module__,
+            "__qualname__": f"Parametrized{plain.__qualname__}",
+            "__reduce_ex__": _reduce_parametrized,
+        }
+        if not hasattr(plain, "__deepcopy__"):
+            namespace["__deepcopy__"] = _deepcopy_parametrized
+        if hasattr(plain, "reset_parameters"):
+            namespace["reset_parameters"] = _reset_parameters
+        shared = _SharedParametrizedType(f"Parametrized{plain.__name__}", (plain,), namespace)
+        _SHARED[plain] = shared
+    return shared
+
+
+def _share_class(module: nn.Module) -> None:
+    plain = _plain_class(module)
+    cls = type(module)
+    if type(plain) is not type:
+        return  # a plain class with its own metaclass keeps torch's class of its own
+    shared = _shared_class(plain)
+    for name in module.parametrizations:
+        if not isinstance(shared.__dict__.get(name), property):
+            setattr(shared, name, _parametrized_property(name))
+    if cls.__bases__ == (plain,) and cls is not shared:
+        # The class torch made for this module alone: replace it. (A class derived later, e.g.
+        # by FSDP's fully_shard, is left as it is.)
+        module.__class__ = shared
+
+
+def _plain_class(module: nn.Module) -> type:
+    """The module's class before any parametrization (found under classes derived later)."""
+    names = module.parametrizations.keys()
+    for cls in type(module).__mro__:
+        if cls in _SHARED.values() or any(
+            isinstance(cls.__dict__.get(name), property) for name in names
+        ):
+            return cls.__bases__[0]
+    return type(module).__bases__[0]
+
+
+def _parametrized_property(name: str) -> property:
+    """``module.<name>`` for any module of a shared class, parametrized there or not."""
+
+    def get(self: nn.Module) -> Tensor:
+        parametrizations = self._modules.get("parametrizations")
+        if parametrizations is None or name not in parametrizations:
+            if name in self.__dict__:
+                return self.__dict__[name]
+            # Not parametrized in this module: the ordinary lookup (nn.Module.__getattr__).
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        if parametrize._cache_enabled:  # inside torch's parametrize.cached()
+            if torch._C._get_tracing_state() is not None:
+                raise RuntimeError("Cannot trace a model while caching parametrizations.")
+            key = (id(self), name)
+            tensor = parametrize._cache.get(key)
+            if tensor is None:
+                tensor = parametrize._cache[key] = parametrizations[name]()
+            return tensor
+        return parametrizations[name]()
+
+    def set(self: nn.Module, value: Tensor) -> None:
+        parametrizations = self._modules.get("parametrizations")
+        if parametrizations is None or name not in parametrizations:
+            self.__dict__[name] = value
+            return
+        parametrizations[name].right_inverse(value)
+
+    return property(get, set)
+
+
+def _deepcopy_parametrized(self: nn.Module, memo: dict) -> nn.Module:
+    # What deepcopy does for a class without __deepcopy__ (torch gives its classes the same).
+    copy = memo.get(id(self))
+    if copy is not None:
+        return copy
+    copy = self.__new__(type(self))
+    memo[id(self)] = copy
+    copy.__dict__ = deepcopy(self.__dict__, memo)
+    for slot in copyreg._slotnames(type(self)):
+        if hasattr(self, slot):
+            setattr(copy, slot, deepcopy(getattr(self, slot), memo))
+    return copy
 
 
 def _reduce_parametrized(self: nn.Module, protocol: int) -> tuple:
-    plain = type(self).__bases__[0]
+    plain = _plain_class(self)
+    if type(self) is not _SHARED.get(plain):
+        raise TypeError(
+            f"cannot pickle {type(self).__name__}: its class was derived from the parametrized "
+            "class after the constraints were registered (by FSDP, say); save its state_dict."
+        )
     state = self.__dict__.copy()
-    return _rebuild_parametrized, (plain, tuple(self.parametrizations.keys())), state
+    return _rebuild_parametrized, (plain,), state
 
 
-def _rebuild_parametrized(plain: type, names: tuple[str, ...]) -> nn.Module:
-    """An empty ``plain`` instance with torch's parametrized class; pickle then sets its state."""
+def _rebuild_parametrized(plain: type) -> nn.Module:
+    """An empty ``plain`` instance with its shared parametrized class; pickle sets its state."""
     module = plain.__new__(plain)
-    parametrize._inject_new_class(module)
-    for name in names:
-        parametrize._inject_property(module, name)
-    _complete_class(type(module))
+    module.__class__ = _shared_class(plain)
     return module
 
 
@@ -74,10 +186,22 @@ def reinitialize(module: nn.Module) -> None:
     Raises:
         ValueError: a constrained tensor has no way to be drawn (its module has no
             ``reset_parameters()`` and its constraint has no ``sample()``).
+        RuntimeError: the constrained tensors are sharded (FSDP2): initialise before sharding.
     """
     names = list(module.parametrizations.keys())
-    if hasattr(type(module).__bases__[0], "reset_parameters"):
-        values = _initial_values(module, names)
+    plain = _plain_class(module)
+    for name in names:
+        if any(hasattr(t, "device_mesh") for t in module.parametrizations[name].parameters()):
+            # torch's parametrize cannot assign to a sharded original (its swap_tensors refuses
+            # a DTensor), and a constraint's map needs the whole tensor anyway.
+            raise RuntimeError(
+                f"cannot re-initialise {plain.__name__}.{name}: its tensors are sharded "
+                "(DTensor, as after FSDP2's fully_shard). Initialise the model before sharding "
+                "it: to_empty(), then reset_parameters() or geoparam.reset_parametrizations(), "
+                "then fully_shard()."
+            )
+    if hasattr(plain, "reset_parameters"):
+        values = _initial_values(module, names, plain)
     else:
         values = {}
         for name in names:
@@ -85,8 +209,8 @@ def reinitialize(module: nn.Module) -> None:
             if not hasattr(first, "sample"):
                 raise ValueError(
                     f"cannot re-initialise {type(first).__name__}-constrained "
-                    f"{type(module).__bases__[0].__name__}.{name}: the module has no "
-                    f"reset_parameters(); assign module.{name} = <a tensor> instead."
+                    f"{plain.__name__}.{name}: the module has no reset_parameters(); assign "
+                    f"module.{name} = <a tensor> instead."
                 )
             values[name] = first.sample()
     for name, value in values.items():
@@ -96,12 +220,12 @@ def reinitialize(module: nn.Module) -> None:
                 parametrization.reinitialize_(value)
 
 
-def _initial_values(module: nn.Module, names: list[str]) -> dict[str, Tensor]:
+def _initial_values(module: nn.Module, names: list[str], plain: type) -> dict[str, Tensor]:
     # Shapes, dtypes and devices of the constrained tensors, from one evaluation (the values
     # may be garbage, after to_empty(): only the metadata is read).
     like = {name: getattr(module, name) for name in names}
     parametrized = type(module)
-    module.__class__ = parametrized.__bases__[0]
+    module.__class__ = plain
     try:
         # With the plain class, `module.weight` finds these instead of the properties.
         for name, tensor in like.items():
