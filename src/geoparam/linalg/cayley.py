@@ -20,14 +20,21 @@ def _cayley(A: Tensor) -> Tensor:
 
 
 class _Cayley(torch.autograd.Function):
-    """:func:`_cayley` with a solve-free backward; see :func:`cayley`."""
+    """:func:`_cayley` with a solve-free backward; see :func:`cayley`.
+
+    Written with ``setup_context`` (the form torch.func's transforms take).
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, A: Tensor) -> Tensor:
-        Q = _cayley(A)
+    def forward(A: Tensor) -> Tensor:
+        return _cayley(A)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple[Tensor], output: Tensor) -> None:
         # M⁻¹ = (Q + I)/2 is recovered from the output to rounding, so nothing else is kept.
-        ctx.save_for_backward(Q)
-        return Q
+        ctx.save_for_backward(output)
 
     @staticmethod
     def backward(ctx, grad_Q: Tensor) -> Tensor:

@@ -36,14 +36,22 @@ def _lapack_product(reflectors: Tensor) -> Tensor:
 
 
 class _HouseholderProduct(torch.autograd.Function):
-    """The product by LAPACK, differentiated through the UT form (see householder_product)."""
+    """The product by LAPACK, differentiated through the UT form (see householder_product).
+
+    Written with ``setup_context`` (the form torch.func's transforms take).
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, reflectors: Tensor) -> Tensor:
-        # The UT form would cost 5 n³ here and round slightly worse than orgqr; the backward
-        # rebuilds the two factors it needs (V and T V₁ᵀ) for 3 n³ more.
-        ctx.save_for_backward(reflectors)
+    def forward(reflectors: Tensor) -> Tensor:
         return _lapack_product(reflectors)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple[Tensor], output: Tensor) -> None:
+        # The UT form would cost 5 n³ in the forward pass and round slightly worse than orgqr;
+        # the backward rebuilds the two factors it needs (V and T V₁ᵀ) for 3 n³ more.
+        ctx.save_for_backward(inputs[0])
 
     @staticmethod
     @once_differentiable  # V, T⁻¹ and X are built outside the graph: no second derivative.

@@ -72,8 +72,8 @@ def _expm_frechet(M: Tensor, E: Tensor) -> Tensor:
     return torch.matrix_exp(block)[..., :n, n:] * scale
 
 
-class _MatrixExp(torch.autograd.Function):
-    """``exp(M)`` whose value and derivatives all avoid torch's inaccurate float64 band."""
+class _MatrixExpReverse(torch.autograd.Function):
+    """``exp(M)`` whose value and gradient both avoid torch's inaccurate float64 band."""
 
     generate_vmap_rule = True
 
@@ -84,7 +84,6 @@ class _MatrixExp(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
         ctx.save_for_backward(inputs[0])
-        ctx.save_for_forward(inputs[0])
 
     @staticmethod
     def backward(ctx, G: Tensor) -> Tensor:
@@ -92,10 +91,27 @@ class _MatrixExp(torch.autograd.Function):
         (M,) = ctx.saved_tensors
         return _expm_frechet(M.mH, G)
 
+
+class _MatrixExp(_MatrixExpReverse):
+    """:class:`_MatrixExpReverse` with forward-mode AD too (``torch.func.jvp``, ``jacfwd``)."""
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[0])
+        ctx.save_for_forward(inputs[0])
+
     @staticmethod
     def jvp(ctx, dM: Tensor) -> Tensor:
         (M,) = ctx.saved_tensors
         return _expm_frechet(M, dM)
+
+
+def _matrix_exp(M: Tensor) -> Tensor:
+    # torch.compile cannot trace a custom forward-mode rule: compiled code gets the same
+    # function and gradient without it (forward-mode AD is an eager-mode tool).
+    if torch.compiler.is_compiling():
+        return _MatrixExpReverse.apply(M)
+    return _MatrixExp.apply(M)
 
 
 def _split(X: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -157,7 +173,7 @@ def stiefel_expm(X: Tensor) -> Tensor:
         [torch.cat([A11, -C / c], dim=-1), torch.cat([c * eye, torch.zeros_like(A11)], dim=-1)],
         dim=-2,
     )
-    E = _MatrixExp.apply(M)[..., :k]
+    E = _matrix_exp(M)[..., :k]
     return torch.cat([E[..., :k, :], X2 @ (E[..., k:, :] / c)], dim=-2)
 
 
@@ -203,6 +219,8 @@ def stiefel_cayley(X: Tensor) -> Tensor:
     eye = torch.eye(X.size(-1), dtype=X.dtype, device=X.device)
     K = eye - 0.5 * A11 + 0.25 * C
     # One factorisation for both blocks: right-hand sides [I, 2I - K] give [K⁻¹, K⁻¹ (2I - K)].
-    Kinv = torch.linalg.solve(K, torch.cat([eye.expand_as(K), 2 * eye - K], dim=-1))
+    # solve_ex: no singularity check, which would synchronise a GPU with the host (K is always
+    # invertible, see above).
+    Kinv = torch.linalg.solve_ex(K, torch.cat([eye.expand_as(K), 2 * eye - K], dim=-1))[0]
     k = X.size(-1)
     return torch.cat([Kinv[..., k:], X2 @ Kinv[..., :k]], dim=-2)
