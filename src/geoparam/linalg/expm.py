@@ -160,7 +160,10 @@ def expm_skew(A: Tensor) -> Tensor:
         raise ValueError(f"expm_skew: expected A of shape (..., n, n), got {tuple(A.shape)}")
     if not (A.is_floating_point() or A.is_complex()):
         raise TypeError(f"expm_skew: expected a floating-point or complex A, got {A.dtype}")
-    return _ExpmSkew.apply(A)[0]
+    if torch.is_grad_enabled() and A.requires_grad:
+        return _ExpmSkew.apply(A)[0]
+    # Nothing to differentiate: the operator alone (an autograd.Function costs ~10 µs a call).
+    return torch.ops.geoparam.expm_skew(A)[0]
 
 
 # The forward pass keeps what the backward pass needs in one workspace of fixed shape, so that the
@@ -265,16 +268,16 @@ def _batch_first(tensor: Tensor, dim: int | None, size: int, position: int = 0) 
     return tensor.movedim(dim, position)
 
 
-@_expm_skew_op.register_vmap
-def _(info, in_dims: tuple[int | None], A: Tensor):
+def _expm_skew_vmap(info, in_dims: tuple[int | None], A: Tensor):
     # The operator batches over leading dimensions: the vmapped one becomes one more of them.
     (dim,) = in_dims
     outputs = torch.ops.geoparam.expm_skew(A if dim is None else A.movedim(dim, 0))
     return outputs, (None, None, None) if dim is None else (0, 1, None)
 
 
-@_expm_skew_backward_op.register_vmap
-def _(info, in_dims: tuple[int | None, int | None, int | None], G, workspace, plan):
+def _expm_skew_backward_vmap(
+    info, in_dims: tuple[int | None, int | None, int | None], G, workspace, plan
+):
     G_dim, workspace_dim, plan_dim = in_dims
     if plan_dim is not None:
         raise NotImplementedError("expm_skew_backward: the plan cannot be vmapped")
@@ -283,6 +286,13 @@ def _(info, in_dims: tuple[int | None, int | None, int | None], G, workspace, pl
     G = _batch_first(G, G_dim, info.batch_size)
     workspace = _batch_first(workspace, workspace_dim, info.batch_size, position=1)
     return torch.ops.geoparam.expm_skew_backward(G, workspace, plan), 0
+
+
+# vmap rules for custom operators arrived in torch 2.4's later releases: without them, everything
+# but torch.vmap over the exponential works.
+if hasattr(_expm_skew_op, "register_vmap"):
+    _expm_skew_op.register_vmap(_expm_skew_vmap)
+    _expm_skew_backward_op.register_vmap(_expm_skew_backward_vmap)
 
 
 def _squares(T: Tensor, s: int) -> list[Tensor]:

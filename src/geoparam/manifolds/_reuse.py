@@ -6,7 +6,7 @@ step. torch's ``parametrize.cached()`` helps only inside an explicit scope, and 
 when the first read inside it happens under ``no_grad``.
 
 Here each parametrization keeps its last result together with a fingerprint of everything it was
-computed from: the identity, version counter, storage, dtype and device of every input tensor and
+computed from: the identity, version counter and storage address of every input tensor and
 buffer, and whether it was computed with a graph. Every in-place change of a tensor (an optimizer
 step, ``load_state_dict``, an assignment through ``right_inverse``, ``.to()``) changes its
 fingerprint, so a read after it recomputes, while every read in between returns the same tensor.
@@ -191,32 +191,32 @@ def _version(tensor: Tensor) -> int | None:
     return None if tensor.is_inference() else tensor._version
 
 
-def _fingerprint(tensor: Tensor) -> tuple:
-    return (tensor, tensor._version, tensor.data_ptr(), tensor.dtype, tensor.device, tensor.shape)
+def _states(tensors: tuple[Tensor, ...]) -> list[tuple[int, int]]:
+    """What an in-place change moves: each tensor's version counter and storage address.
 
-
-def _same(key: tuple, other: tuple) -> bool:
-    """Equal keys: the same tensor objects (``is``, not ``==``) in the same states, same flags."""
-    fingerprints, flags = key[0], key[1:]
-    other_fingerprints, other_flags = other[0], other[1:]
-    return (
-        flags == other_flags
-        and len(fingerprints) == len(other_fingerprints)
-        and all(
-            mine[0] is theirs[0] and mine[1:] == theirs[1:]
-            for mine, theirs in zip(fingerprints, other_fingerprints, strict=True)
-        )
-    )
+    (A new dtype, device or shape comes with new storage, or with a version bump for ``set_``.)
+    """
+    return [(t._version, t.data_ptr()) for t in tensors]
 
 
 def _evaluate(compute: Callable[..., Tensor], inputs: tuple[Tensor, ...]) -> Tensor:
     # A constraint is evaluated in the weight's own precision, whatever autocast is active: the
     # layer that uses the weight casts it as autocast decides.
     device_type = inputs[0].device.type
-    if not torch.amp.is_autocast_available(device_type):  # the meta device, say
+    if not _autocast_enabled(device_type):
         return compute(*inputs)
     with torch.autocast(device_type, enabled=False):
         return compute(*inputs)
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    available = getattr(torch.amp, "is_autocast_available", lambda kind: kind in ("cpu", "cuda"))
+    if not available(device_type):  # the meta device, say
+        return False
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch releases whose is_autocast_enabled takes no device type
+        return True
 
 
 class _Reusable(torch.autograd.Function):
@@ -276,42 +276,48 @@ def cached_evaluation(
             explicit :func:`cached` block.
     """
     current = _scope()
-    buffers = tuple(owner.buffers(recurse=False))
-    tensors = (*inputs, *buffers)
     if (
         not _enabled()
         or (side_effects and current is None)
         or torch.compiler.is_compiling()
         or torch.jit.is_tracing()
         or _functorch_active()
-        or any(
-            type(t) not in (Tensor, nn.Parameter) or t.device.type == "meta" or t.is_inference()
-            for t in tensors
-        )
-        or (current is None and not _registered(inputs, buffers))
     ):
         return _evaluate(compute, inputs)
 
+    buffers = tuple(b for b in owner._buffers.values() if b is not None)
+    tensors = (*inputs, *buffers)
     with_graph = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
-    key = (
-        tuple(_fingerprint(t) for t in tensors),
-        torch.is_inference_mode_enabled(),
-        id(current) if side_effects else None,
-    )
+    flags = (torch.is_inference_mode_enabled(), id(current) if side_effects else None)
     entry = _CACHE.get(owner)
-    kind = None
     if entry is not None:
-        cached_key, kind, result, version = entry
-        # `version`: nobody wrote into the tensor the previous reads returned (a result made in
-        # inference mode has no version counter, and cannot be written outside it).
-        if not (_same(key, cached_key) and _version(result) == version):
+        cached, states, cached_flags, kind, result, version = entry
+        # The same tensor objects (`is`, not `==`) in the same states; and nobody wrote into
+        # the tensor the previous reads returned (a result made in inference mode has no
+        # version counter, and cannot be written outside it).
+        if (
+            cached_flags == flags
+            and len(cached) == len(tensors)
+            and all(a is b for a, b in zip(cached, tensors, strict=True))
+            and _states(tensors) == states
+            and _version(result) == version
+        ):
+            if not with_graph:
+                return result if kind == _VALUE else result.detach()
+            if kind == _REUSABLE:
+                return result
+        else:
             kind = None
-    if kind == _VALUE and not with_graph:
-        return result
-    if kind is not None and not with_graph:
-        return result.detach()
-    if kind == _REUSABLE:
-        return result
+    else:
+        kind = None
+
+    # Checked only before storing: an entry's tensors stay the same objects, so they stay
+    # eligible.
+    if any(
+        type(t) not in (Tensor, nn.Parameter) or t.device.type == "meta" or t.is_inference()
+        for t in tensors
+    ) or (current is None and not _registered(inputs, buffers)):
+        return _evaluate(compute, inputs)
 
     if not with_graph:
         kind = _VALUE
@@ -327,9 +333,9 @@ def cached_evaluation(
         # effects): from now on, one evaluation whose graph survives every backward pass.
         kind = _REUSABLE
         result = _Reusable.apply(weakref.WeakMethod(compute), *inputs)
-    # The fingerprint is taken again: a side effect (power iteration) may have changed buffers.
-    key = (tuple(_fingerprint(t) for t in tensors), *key[1:])
-    _CACHE[owner] = (key, kind, result, _version(result))
+    # The states are taken after the evaluation: a side effect (power iteration) may have
+    # changed buffers.
+    _CACHE[owner] = (tensors, _states(tensors), flags, kind, result, _version(result))
     if current is not None:
         current.owners.append(weakref.ref(owner))
     return result
