@@ -8,6 +8,7 @@ torch's map for the gradient check. Nothing here times anything; see ``bench_tim
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
 from collections.abc import Callable
@@ -28,9 +29,12 @@ except ImportError:  # geotorch is an optional baseline (pip install geoparam[be
     geotorch = None
 
 __all__ = [
+    "COMPILED",
+    "EVAL",
     "FORWARD",
     "FORWARD_BACKWARD",
     "LIBRARIES",
+    "STEP_MODES",
     "TRAIN_STEP",
     "Case",
     "Contender",
@@ -46,6 +50,10 @@ LIBRARIES: tuple[str, ...] = ("geoparam", "torch", "geotorch")
 FORWARD = "forward"
 FORWARD_BACKWARD = "fwd+bwd"
 TRAIN_STEP = "train step"
+COMPILED = "compiled fwd+bwd"
+EVAL = "eval forward"
+# Modes timed through the contender's own `step` callable (the others read `module.weight`).
+STEP_MODES = (TRAIN_STEP, COMPILED, EVAL)
 
 # Above this many rows, torch's float64 n x n route for a tall matrix_exp/cayley weight takes
 # minutes (the backward exponentiates a 2n x 2n block), so the reference uses the exact
@@ -63,12 +71,14 @@ class Contender:
     Attributes:
         module: the module whose ``weight`` is constrained (the whole model for a train step).
         params: the unconstrained tensors behind the weight, whose gradients are checked.
-        train_step: for the train-step mode, one full optimisation step returning the loss.
+        step: for the modes of :data:`STEP_MODES`, the call to time (an optimisation step
+            returning the loss, a compiled forward+backward returning the weight, an inference
+            forward).
     """
 
     module: nn.Module
     params: list[Tensor]
-    train_step: Callable[[], Tensor] | None = None
+    step: Callable[[], Tensor] | None = None
 
 
 @dataclass
@@ -115,20 +125,25 @@ class _Holder(nn.Module):
 class _RecurrentNet(nn.Module):
     """``h_{t+1} = tanh(W_in x_t + W h_t)`` over a sequence, then a linear readout of the last h.
 
-    ``recurrent.weight`` is the ``W`` that gets the orthogonal constraint, as in expRNN.
+    ``recurrent.weight`` is the ``W`` that gets the orthogonal constraint, as in expRNN. With
+    ``read_once`` the forward reads ``W`` once and reuses it at every step; otherwise the cell
+    reads it at every step, as ``self.recurrent(h)`` in a loop naturally does.
     """
 
-    def __init__(self, n_in: int, hidden: int, n_out: int) -> None:
+    def __init__(self, n_in: int, hidden: int, n_out: int, read_once: bool = False) -> None:
         super().__init__()
         self.hidden = hidden
+        self.read_once = read_once
         self.input = nn.Linear(n_in, hidden)
         self.recurrent = nn.Linear(hidden, hidden, bias=False)
         self.readout = nn.Linear(hidden, n_out)
 
     def forward(self, inputs: Tensor) -> Tensor:
         h = inputs.new_zeros(inputs.size(1), self.hidden)
+        W = self.recurrent.weight if self.read_once else None
         for x in inputs:
-            h = torch.tanh(self.input(x) + self.recurrent(h))
+            recurrent = F.linear(h, W) if W is not None else self.recurrent(h)
+            h = torch.tanh(self.input(x) + recurrent)
         return self.readout(h)
 
 
@@ -307,23 +322,36 @@ def _norm_problem(constraint: str, make_layer: Callable[[], nn.Module], seed: in
 
 
 def _train_step(
-    net: nn.Module, optimizer: torch.optim.Optimizer, inputs: Tensor, target: Tensor
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: Tensor,
+    target: Tensor,
+    scoped: bool,
 ) -> Tensor:
     """zero_grad, forward over the sequence, backward, Adam step; returns the loss."""
     optimizer.zero_grad(set_to_none=True)
-    # cached(): the weight is computed once per step, not once per time step, as torch
+    # scoped: inside torch's parametrize.cached(), the weight is computed once per step, as torch
     # recommends for recurrent use; every library gets the same treatment.
-    with parametrize.cached():
+    with parametrize.cached() if scoped else contextlib.nullcontext():
         loss = F.mse_loss(net(inputs), target)
     loss.backward()
     optimizer.step()
     return loss.detach()
 
 
-def _rnn_problem(hidden: int, seq_len: int, batch: int, n_in: int, seed: int) -> Problem:
+def _rnn_problem(
+    hidden: int,
+    seq_len: int,
+    batch: int,
+    n_in: int,
+    seed: int,
+    *,
+    scoped: bool = True,
+    read_once: bool = False,
+) -> Problem:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    template = _RecurrentNet(n_in, hidden, n_out=n_in)
+    template = _RecurrentNet(n_in, hidden, n_out=n_in, read_once=read_once)
     inputs = torch.randn(seq_len, batch, n_in, generator=gen)
     target = torch.randn(batch, n_in, generator=gen)
 
@@ -350,9 +378,89 @@ def _rnn_problem(hidden: int, seq_len: int, batch: int, n_in: int, seed: int) ->
         apply(net.recurrent)
         net.load_state_dict(state)
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
-        step = partial(_train_step, net, optimizer, inputs, target)
+        step = partial(_train_step, net, optimizer, inputs, target, scoped)
         contenders[library] = Contender(net, _unconstrained(net.recurrent), step)
     return Problem(contenders)
+
+
+def _compiled_problem(n: int, seed: int) -> Problem:
+    """The fwd+bwd of the square matrix_exp case, each library's loss under torch.compile."""
+    problem = _orthogonal_problem((n, n), "matrix_exp", torch.float32, seed)
+    G = problem.cotangent
+    for contender in problem.contenders.values():
+        if isinstance(contender, str):
+            continue
+        module, params = contender.module, contender.params
+        loss = torch.compile(lambda module=module: weight_loss(module.weight, G), fullgraph=True)
+
+        def step(module=module, params=params, loss=loss) -> Tensor:
+            for p in params:
+                p.grad = None
+            loss().backward()
+            return module.weight.detach()
+
+        step()  # compiles here, when the problem is built: the timing sees compiled calls only
+        contender.step = step
+    return problem
+
+
+class _OrthogonalMLP(nn.Module):
+    """Linear layers of one width with orthogonal weights and tanh between them."""
+
+    def __init__(self, width: int, depth: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = torch.tanh(layer(x))
+        return x
+
+
+def _eval_problem(width: int, depth: int, batch: int, seed: int, *, frozen: bool) -> Problem:
+    """Inference of an orthogonal MLP in eval mode: parametrized, or frozen into plain weights."""
+    torch.manual_seed(seed)
+    inputs = torch.randn(batch, width, generator=torch.Generator().manual_seed(seed))
+    template = _OrthogonalMLP(width, depth)
+    reference = copy.deepcopy(template)
+    for layer in reference.layers:
+        torch_parametrizations.orthogonal(layer, "weight", "matrix_exp")
+    state = reference.state_dict()
+
+    constrain: dict[str, tuple[Callable[[nn.Module], object], Callable[[nn.Module], object]]] = {
+        "geoparam": (partial(geoparam.orthogonal, orthogonal_map="matrix_exp"), geoparam.freeze),
+        "torch": (
+            partial(torch_parametrizations.orthogonal, orthogonal_map="matrix_exp"),
+            _torch_freeze,
+        ),
+    }
+    contenders: dict[str, Contender | str] = {}
+    if geotorch is None:
+        contenders["geotorch"] = "geotorch is not installed"
+    else:
+        constrain["geotorch"] = (partial(geotorch.orthogonal, triv="expm"), _torch_freeze)
+    for library, (apply, unfreeze) in constrain.items():
+        model = copy.deepcopy(template)
+        for layer in model.layers:
+            apply(layer)
+        model.load_state_dict(state)
+        model.eval()
+        if frozen:
+            unfreeze(model)
+
+        def step(model=model) -> Tensor:
+            with torch.no_grad():
+                return model(inputs)
+
+        contenders[library] = Contender(model, [], step)
+    return Problem({library: contenders[library] for library in LIBRARIES})
+
+
+def _torch_freeze(model: nn.Module) -> None:
+    for module in model.modules():
+        if parametrize.is_parametrized(module):
+            for name in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, name)
 
 
 def all_cases(quick: bool = False, seed: int = 0) -> list[Case]:
@@ -410,6 +518,56 @@ def all_cases(quick: bool = False, seed: int = 0) -> list[Case]:
             (TRAIN_STEP,),
             partial(_rnn_problem, hidden, seq_len, rnn_batch, n_in, seed),
             {"map": "matrix_exp", **details},
+        )
+    )
+
+    # Reading a weight many times in one step, without any caching ceremony: a cell that reads
+    # it at each of T steps, against the same cell given the weight read once per step.
+    cell_steps = 6 if quick else 50
+    details = {"hidden": hidden, "seq_len": cell_steps, "batch": rnn_batch, "inputs": n_in}
+    for label, read_once in (("read at every step", False), ("read once per step", True)):
+        cases.append(
+            Case(
+                f"orthogonal RNN cell h={hidden} T={cell_steps}, weight {label} (Adam)",
+                "reuse",
+                (TRAIN_STEP,),
+                partial(
+                    _rnn_problem,
+                    hidden,
+                    cell_steps,
+                    rnn_batch,
+                    n_in,
+                    seed,
+                    scoped=False,
+                    read_once=read_once,
+                ),
+                {"map": "matrix_exp", "read_once": read_once, **details},
+            )
+        )
+
+    # Inference: a parametrized model in eval mode against the same model frozen to plain weights.
+    width, depth, eval_batch = (16, 2, 8) if quick else (512, 4, 64)
+    for frozen in (False, True):
+        label = "frozen (plain weights)" if frozen else "parametrized"
+        cases.append(
+            Case(
+                f"orthogonal MLP {depth} x Linear({width}) batch {eval_batch}, {label}",
+                "inference",
+                (EVAL,),
+                partial(_eval_problem, width, depth, eval_batch, seed, frozen=frozen),
+                {"map": "matrix_exp", "frozen": frozen, "width": width, "depth": depth},
+            )
+        )
+
+    # torch.compile(fullgraph=True) of the loss: each library's compiled forward+backward.
+    n = 16 if quick else 512
+    cases.append(
+        Case(
+            f"orthogonal matrix_exp {n}x{n} torch.compile",
+            "compile",
+            (COMPILED,),
+            partial(_compiled_problem, n, seed),
+            {"map": "matrix_exp", "shape": [n, n], "dtype": "float32"},
         )
     )
     return cases

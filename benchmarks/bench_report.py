@@ -174,7 +174,14 @@ def _notes(settings: dict[str, object]) -> list[str]:
         "forward: read `module.weight` under `torch.no_grad()`. fwd+bwd: read it, "
         "loss = `(W * G).sum()` with a fixed random G, backward to the unconstrained tensors. "
         "train step: `zero_grad`, forward over the sequence inside `parametrize.cached()` "
-        "(the weight is computed once per step), backward, Adam step.",
+        "(the weight is computed once per step), backward, Adam step; the RNN cell rows use no "
+        "`cached()`: the cell reads its weight at every step, or is given it read once per "
+        "step. eval forward: the model in eval mode under `torch.no_grad()`, parametrized or "
+        "frozen to plain weights (geoparam.freeze; torch's `remove_parametrizations` for "
+        "torch and geotorch). compiled fwd+bwd: the fwd+bwd loss under "
+        "`torch.compile(fullgraph=True)` (inductor), compiled when the row is built: "
+        "compilation is not timed. geoparam reuses a weight while nothing it depends on "
+        "changes; the forward and fwd+bwd rows clear that cache before every call.",
         "Weight state: `original` = X whose skew part A = tril(X) − tril(X)ᴴ has ‖A‖₂ = 1 "
         "(per matrix); Householder: strictly-lower entries N(0, 1/(4n)), diagonal −1; the "
         "base is torch's random orthogonal one. The same tensors are loaded into every "

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 import geoparam
-from bench_cases import FORWARD, FORWARD_BACKWARD, TRAIN_STEP, Contender, weight_loss
+from bench_cases import FORWARD, FORWARD_BACKWARD, STEP_MODES, Contender, weight_loss
 
 __all__ = [
     "WARMUP_CALLS",
@@ -82,7 +82,7 @@ def workload(mode: str, contender: Contender, cotangent: Tensor | None) -> Calla
 
     * forward: read ``module.weight`` under ``no_grad`` (inference; no graph is kept);
     * fwd+bwd: read it, ``(W * G).sum()``, backward to the unconstrained tensors;
-    * train step: the contender's own optimisation step.
+    * train step, compiled fwd+bwd, eval forward: the contender's own ``step``.
     """
     module, params = contender.module, contender.params
     if mode == FORWARD:
@@ -108,9 +108,9 @@ def workload(mode: str, contender: Contender, cotangent: Tensor | None) -> Calla
             return W.detach()
 
         return forward_backward
-    if mode == TRAIN_STEP:
-        assert contender.train_step is not None
-        return contender.train_step
+    if mode in STEP_MODES:
+        assert contender.step is not None
+        return contender.step
     raise ValueError(f"unknown mode {mode!r}")
 
 

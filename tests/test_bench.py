@@ -20,12 +20,17 @@ pytestmark = pytest.mark.skipif(
 
 # Rows covering each mode and each kind of contender: a tall map with geotorch, a norm with
 # geotorch n/a, the train step.
-FILTERS = ["matrix_exp 64x8", "spectral_norm Linear", "RNN"]
+# The compiled row is left out: compiling three libraries' losses takes most of a minute.
+FILTERS = ["matrix_exp 64x8", "spectral_norm Linear", "RNN", "MLP"]
 EXPECTED_ROWS = {
     ("orthogonal matrix_exp 64x8", "forward"),
     ("orthogonal matrix_exp 64x8", "fwd+bwd"),
     ("spectral_norm Linear(32, 32)", "fwd+bwd"),
     ("orthogonal RNN matrix_exp h=16 T=4 B=8 (Adam)", "train step"),
+    ("orthogonal RNN cell h=16 T=6, weight read at every step (Adam)", "train step"),
+    ("orthogonal RNN cell h=16 T=6, weight read once per step (Adam)", "train step"),
+    ("orthogonal MLP 2 x Linear(16) batch 8, parametrized", "eval forward"),
+    ("orthogonal MLP 2 x Linear(16) batch 8, frozen (plain weights)", "eval forward"),
 }
 
 
