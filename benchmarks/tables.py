@@ -60,8 +60,9 @@ class Highlight:
     """One generated bullet: the ratios of some rows of the table, and the words around them.
 
     ``measure`` is ``"speed"`` (the × torch and × geotorch columns: their median time over
-    geoparam's) or ``"gradient"`` (torch's gradient error over geoparam's). Over several rows
-    the bullet quotes the range.
+    geoparam's), ``"gradient"`` (torch's gradient error over geoparam's) or ``"relative"``
+    (each library's median time in the row over its own median in the row ``against``, a
+    ``(case, mode)``). Over several rows the bullet quotes the range.
     """
 
     label: str
@@ -69,6 +70,7 @@ class Highlight:
     mode: str = "fwd+bwd"
     measure: str = "speed"
     why: str = ""
+    against: tuple[str, str] | None = None
 
 
 _SQUARE = ("64x64", "256x256", "512x512", "1024x1024")
@@ -96,6 +98,33 @@ HIGHLIGHTS: tuple[Highlight, ...] = (
         "orthogonal RNN training step (`matrix_exp`, Adam)",
         ("orthogonal RNN matrix_exp h=256 T=32 B=64 (Adam)",),
         mode="train step",
+    ),
+    Highlight(
+        "a recurrent cell that reads its weight at each of 50 steps, over the same cell given "
+        "the weight read once per step (each library's own times)",
+        ("orthogonal RNN cell h=256 T=50, weight read at every step (Adam)",),
+        mode="train step",
+        measure="relative",
+        against=("orthogonal RNN cell h=256 T=50, weight read once per step (Adam)", "train step"),
+        why="geoparam evaluates the map once per value of the weight, without any `cached()`",
+    ),
+    Highlight(
+        "inference in eval mode, four orthogonal `Linear(512, 512)`",
+        ("orthogonal MLP 4 x Linear(512) batch 64, parametrized",),
+        mode="eval forward",
+        why="torch and geotorch evaluate the map at every call, geoparam once per value",
+    ),
+    Highlight(
+        "`matrix_exp` 512×512 forward+backward under `torch.compile(fullgraph=True)`",
+        ("orthogonal matrix_exp 512x512 torch.compile",),
+        mode="compiled fwd+bwd",
+    ),
+    Highlight(
+        "the same, compiled over eager (each library's own times)",
+        ("orthogonal matrix_exp 512x512 torch.compile",),
+        mode="compiled fwd+bwd",
+        measure="relative",
+        against=("orthogonal matrix_exp 512x512", "fwd+bwd"),
     ),
     Highlight(
         "`cayley`, square 64×64 to 1024×1024",
@@ -200,6 +229,26 @@ def _gradient(rows: list[Row]) -> str:
     return _span(ratios) if ratios else "no ratio"
 
 
+def _relative(rows: list[Row], against: Row) -> str:
+    parts = []
+    for library in LIBRARIES:
+        column = _time_column(against, library)
+        base = _number(against[column]) if column else None
+        values = []
+        for row in rows:
+            time = _number(row.get(_time_column(row, library) or "", ""))
+            if time is not None and base:
+                values.append(time / base)
+        if values:
+            parts.append(f"{library} {_span(values)}×")
+    return ", ".join(parts) or "no ratio"
+
+
+def _time_column(row: Row, library: str) -> str | None:
+    """The header of ``library``'s time column (``"geoparam ms median (min)"``), if present."""
+    return next((column for column in row if column.startswith(f"{library} ms")), None)
+
+
 def highlights(rows: dict[tuple[str, str], Row], chosen: Sequence[Highlight] = HIGHLIGHTS) -> str:
     """The highlights block: one markdown bullet per :class:`Highlight`, figures from ``rows``.
 
@@ -208,14 +257,24 @@ def highlights(rows: dict[tuple[str, str], Row], chosen: Sequence[Highlight] = H
     """
     bullets = []
     for highlight in chosen:
-        missing = [case for case in highlight.cases if (case, highlight.mode) not in rows]
+        wanted = [(case, highlight.mode) for case in highlight.cases]
+        if highlight.against is not None:
+            wanted.append(highlight.against)
+        missing = [key for key in wanted if key not in rows]
         if missing:
             raise ValueError(
-                f"results.md has no row {missing[0]!r} {highlight.mode!r}: run the full "
+                f"results.md has no row {missing[0][0]!r} {missing[0][1]!r}: run the full "
                 "benchmark, or update HIGHLIGHTS in benchmarks/tables.py"
             )
         selected = [rows[case, highlight.mode] for case in highlight.cases]
-        figures = _speed(selected) if highlight.measure == "speed" else _gradient(selected)
+        if highlight.measure == "relative":
+            if highlight.against is None:
+                raise ValueError(f"the relative highlight {highlight.label!r} needs `against`")
+            figures = _relative(selected, rows[highlight.against])
+        elif highlight.measure == "speed":
+            figures = _speed(selected)
+        else:
+            figures = _gradient(selected)
         why = f"; {highlight.why}" if highlight.why else ""
         bullets.append(f"- {highlight.label}: {figures}{why}.")
     return "\n".join(bullets)

@@ -11,7 +11,7 @@ from torch.nn.utils import parametrizations as torch_parametrizations
 from torch.nn.utils import parametrize
 
 import geoparam
-from parametrization_testing import RTOL, assert_close_relative, register_pair
+from parametrization_testing import RTOL, assert_close_relative, observe_torch_defect, register_pair
 
 F64 = torch.float64
 
@@ -223,3 +223,19 @@ def test_torchs_cached_keeps_modules_of_a_shared_class_apart():
         assert torch.equal(first.weight, expected[0])
         assert torch.equal(second.weight, expected[1])
         assert first.weight is first.weight
+
+
+def test_removing_from_a_deep_copy_leaves_the_original():
+    original = geoparam.orthogonal(nn.Linear(3, 3))
+    copy_ = copy.deepcopy(original)
+    parametrize.remove_parametrizations(copy_, "weight")
+    W = original.weight
+    torch.testing.assert_close(W.T @ W, torch.eye(3), atol=1e-6, rtol=0)
+
+
+def test_torch_breaks_the_original_when_a_deep_copy_is_unparametrized():
+    original = torch_parametrizations.orthogonal(nn.Linear(3, 3))
+    copy_ = copy.deepcopy(original)
+    parametrize.remove_parametrizations(copy_, "weight")
+    broken = not hasattr(original, "weight")
+    observe_torch_defect(broken, "the copy shares the class whose weight property it deletes")
