@@ -177,7 +177,7 @@ class OrthogonalRNN(nn.Module):
     def forward(self, inputs: Tensor) -> Tensor:
         """Map integer inputs ``(T, B)`` to logits ``(T, B, 9)``."""
         projected = self.input(F.one_hot(inputs, _INPUTS).float())
-        # Each read of a parametrized weight recomputes the map: read W once per sequence.
+        # One read per sequence, transposed once for all the steps' products.
         weight_t = self.recurrent.weight.T
         state = projected.new_zeros(projected.shape[1:])
         states = []
