@@ -3,17 +3,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from benchmark_loading import BENCHMARKS, import_with_siblings, load_standalone
+
 pytestmark = pytest.mark.skipif(
     not (BENCHMARKS / "run.py").is_file(), reason="needs the source checkout's benchmarks/"
 )
@@ -35,25 +34,11 @@ EXPECTED_ROWS = {
 
 
 def _load_cases():
-    # A plain file beside run.py, not a package: load it without touching sys.path, under a
-    # private name (dataclasses look their module up in sys.modules).
-    name = "_geoparam_bench_cases"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / "bench_cases.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_standalone("bench_cases.py")
 
 
 def _load_timing():
-    # bench_timing imports its sibling bench_cases by name, as run.py arranges: put the folder
-    # on sys.path only while importing it.
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        return importlib.import_module("bench_timing")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return import_with_siblings("bench_timing")
 
 
 class _FakeMachine:

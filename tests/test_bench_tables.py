@@ -3,39 +3,26 @@ docs include results.md; the generation itself (parsing, highlights, markers) on
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from benchmark_loading import BENCHMARKS, import_with_siblings, load_standalone
+
 ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = ROOT / "benchmarks"
 pytestmark = pytest.mark.skipif(
     not (BENCHMARKS / "tables.py").is_file(), reason="needs the source checkout's benchmarks/"
 )
 
 
 def _load_tables():
-    # A plain file, not a package, with no sibling imports: load it under a private name.
-    name = "_geoparam_bench_tables"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCHMARKS / "tables.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return load_standalone("tables.py")
 
 
 def _load_report():
-    # bench_report is imported by run.py with benchmarks/ on sys.path; do the same, briefly.
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        return importlib.import_module("bench_report")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    return import_with_siblings("bench_report")
 
 
 HEADER = (
