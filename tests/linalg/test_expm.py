@@ -76,14 +76,43 @@ def test_forward_matches_scipy(dtype, norm):
     assert (expm_skew(A) - expected).abs().max().item() < tolerance
 
 
+def _skew_part(M: torch.Tensor) -> torch.Tensor:
+    return (M - M.mH) / 2
+
+
 @pytest.mark.parametrize("dtype", REAL_AND_COMPLEX)
-@pytest.mark.parametrize("norm", [*NORMS, 300.0])
+@pytest.mark.parametrize("norm", NORMS)
 def test_backward_matches_scipy_frechet(dtype, norm):
     A = random_skew(12, 12, norm=norm, dtype=dtype, seed=3).requires_grad_(True)
     G = torch.randn(12, 12, dtype=dtype, generator=torch.Generator().manual_seed(4))
     expm_skew(A).backward(G)
     expected = torch.from_numpy(frechet_adjoint(A.detach().numpy(), G.numpy()))
     assert relative_error(A.grad, expected) < 1e-12 * (1 + norm)
+
+
+@pytest.mark.parametrize("dtype", REAL_AND_COMPLEX)
+@pytest.mark.parametrize("norm", [300.0, 1e3, 1e4])
+def test_backward_at_large_norms_matches_frechet_along_skew_directions(dtype, norm):
+    # At these norms the forward pass ends with a Newton-Schulz step (it keeps QᴴQ = I), whose
+    # derivative is the identity on the tangent directions Q·skew that skew perturbations of A
+    # produce: along skew directions, the only ones a parametrization A = L - Lᴴ moves in, the
+    # gradient is exp's own. (Along the others the step projects back onto the tangent space.)
+    A = random_skew(12, 12, norm=norm, dtype=dtype, seed=3).requires_grad_(True)
+    G = torch.randn(12, 12, dtype=dtype, generator=torch.Generator().manual_seed(4))
+    Q = expm_skew(A)
+    Q.backward(G)
+    expected = torch.from_numpy(frechet_adjoint(A.detach().numpy(), G.numpy()))
+    assert relative_error(_skew_part(A.grad), _skew_part(expected)) < 1e-12 * (1 + norm)
+    eye = torch.eye(12, dtype=dtype)
+    assert (Q.detach().mH @ Q.detach() - eye).abs().max() < 10 * 12 * torch.finfo(dtype).eps
+
+
+@pytest.mark.parametrize("dtype", REAL_AND_COMPLEX)
+def test_gradcheck_at_large_norm(dtype):
+    # ‖A‖ = 10³: 10 squarings and the Newton-Schulz step, differentiated as a whole.
+    X = random_skew(2, 5, 5, norm=500.0, dtype=dtype, seed=6)
+    X = (X + 0.01 * torch.randn_like(X)).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda X: expm_skew(X - X.mH), (X,), fast_mode=True)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
@@ -103,7 +132,9 @@ def test_batches_match_single_matrices(dtype):
         expected_Q = scipy.linalg.expm(A64[index].numpy())
         expected_grad = frechet_adjoint(A64[index].numpy(), G[index].to(A64.dtype).numpy())
         assert np.abs(Q[index].detach().numpy() - expected_Q).max() < 1e-5
-        assert relative_error(A.grad[index].to(A64.dtype), torch.from_numpy(expected_grad)) < 1e-5
+        # The largest norm takes the Newton-Schulz step: compare along skew directions.
+        got = _skew_part(A.grad[index].to(A64.dtype))
+        assert relative_error(got, _skew_part(torch.from_numpy(expected_grad))) < 1e-5
 
 
 @pytest.mark.parametrize("n", [8, 64, 256])
@@ -127,7 +158,9 @@ def test_gradient_accuracy_in_single_precision(scale, dtype):
     expm_skew(A).backward(G)
     wide = torch.complex128 if dtype.is_complex else torch.float64
     expected = frechet_adjoint(A.detach().to(wide).numpy(), G.to(wide).numpy())
-    assert relative_error(A.grad.to(wide), torch.from_numpy(expected)) <= 1e-5
+    # At scale 8 (‖A‖ ≈ 23) the Newton-Schulz step is taken: compare along skew directions.
+    got, expected = _skew_part(A.grad.to(wide)), _skew_part(torch.from_numpy(expected))
+    assert relative_error(got, expected) <= 1e-5
 
 
 def test_gradient_error_independent_of_gradient_scale():
@@ -135,12 +168,14 @@ def test_gradient_error_independent_of_gradient_scale():
     X = torch.randn(n, n, generator=torch.Generator().manual_seed(8))
     A = X - X.mT  # large norm: the squaring chain is long
     G = torch.randn(n, n, generator=torch.Generator().manual_seed(9))
-    expected = torch.from_numpy(frechet_adjoint(A.double().numpy(), G.double().numpy()))
+    expected = _skew_part(
+        torch.from_numpy(frechet_adjoint(A.double().numpy(), G.double().numpy()))
+    )
 
     def error(scale: float) -> float:
         leaf = A.clone().requires_grad_(True)
         expm_skew(leaf).backward(G * scale)
-        return relative_error(leaf.grad.double() / scale, expected)
+        return relative_error(_skew_part(leaf.grad.double()) / scale, expected)
 
     # An AMP-style loss scale, and one that is not a power of two.
     base = error(1.0)
@@ -204,8 +239,10 @@ def test_property_matches_scipy(n, log_norm, complex_, seed):
     A_np = A.detach().numpy()
     tolerance = 1e-13 * (1 + norm)
     assert np.abs(Q.detach().numpy() - scipy.linalg.expm(A_np)).max() < tolerance
-    expected = frechet_adjoint(A_np, G.numpy())
-    assert np.abs(A.grad.numpy() - expected).max() < tolerance * np.abs(expected).max()
+    expected = _skew_part(torch.from_numpy(frechet_adjoint(A_np, G.numpy()))).numpy()
+    got = _skew_part(A.grad).numpy()
+    # (A real 1 x 1 skew matrix is zero, and so is the skew part of its gradient.)
+    assert np.abs(got - expected).max() <= tolerance * np.abs(expected).max()
 
 
 def test_zero_and_empty_inputs():
