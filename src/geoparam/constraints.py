@@ -9,6 +9,7 @@ from torch.nn.utils import parametrize
 from ._registration import register
 from .errors import InvalidNameError, NotAModuleError, UnsupportedDtypeError
 from .manifolds import ORTHOGONAL_MAPS, Orthogonal, SpectralNorm, WeightNorm
+from .manifolds._validation import check_finite
 
 __all__ = ["orthogonal", "spectral_norm", "weight_norm"]
 
@@ -47,6 +48,7 @@ def _tensor_to_constrain(module: nn.Module, name: str, constraint: str) -> Tenso
             f"{constraint}: {type(module).__name__}.{name} has dtype {tensor.dtype}; "
             "expected a floating-point or complex tensor."
         )
+    check_finite(tensor, f"{constraint}: {type(module).__name__}.{name}", "holds")
     return tensor
 
 
@@ -182,9 +184,10 @@ def weight_norm(module: nn.Module, name: str = "weight", dim: int | None = 0) ->
     try:
         # torch's own kernel, on a data-free copy, decides which dims are valid and words the
         # error (including its special cases for 0-d and 1-d tensors).
-        torch.norm_except_dim(
-            torch.empty(weight.shape, device="meta"), 2, -1 if dim is None else dim
-        )
+        # (Its rule depends on the number of dimensions only; a shape of ones also passes for a
+        # tensor with no elements, on which torch's kernel itself fails.)
+        like = torch.empty([1] * weight.ndim, device="meta")
+        torch.norm_except_dim(like, 2, -1 if dim is None else dim)
     except (IndexError, TypeError) as error:
         raise type(error)(f"weight_norm: {where} of shape {tuple(weight.shape)}: {error}") from None
     register(module, name, WeightNorm(dim, shape=weight.shape, label=where), unsafe=True)

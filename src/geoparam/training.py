@@ -1,6 +1,9 @@
-"""Helpers that act on a whole model: re-basing, freezing, re-initialising, reuse of weights."""
+"""Helpers that act on a whole model: re-basing, freezing, re-initialising, reuse, NaN hunts."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -8,12 +11,14 @@ from torch.nn.utils import parametrize
 
 from ._registration import reinitialize
 from .manifolds import Orthogonal
-from .manifolds._reuse import cached, caching, clear_caches
+from .manifolds._reuse import cached, caching, clear_caches, watching
 
 __all__ = [
     "cached",
     "caching",
     "clear_caches",
+    "detect_nonfinite",
+    "find_nonfinite",
     "freeze",
     "reset_parametrizations",
     "update_base",
@@ -158,3 +163,93 @@ def reset_parametrizations(model: nn.Module) -> int:
             reinitialize(module)
             count += 1
     return count
+
+
+def _constrained(model: nn.Module) -> Iterator[tuple[str, nn.Module, str]]:
+    """``(qualified name of the tensor, its module, its name)`` for each constrained tensor."""
+    for path, module in model.named_modules():
+        if parametrize.is_parametrized(module):
+            for name in module.parametrizations:
+                yield (f"{path}.{name}" if path else name), module, name
+
+
+@contextlib.contextmanager
+def detect_nonfinite(model: nn.Module) -> Iterator[None]:
+    r"""Inside the block, stop at the first constrained tensor of ``model`` that is not finite.
+
+    Every evaluation of a constraint checks its unconstrained tensors, its buffers and its
+    value, and raises :class:`FloatingPointError` naming the tensor (``"rnn.cell.weight: its
+    unconstrained tensor 0 has 3 non-finite entries"``). Run a training step that produced a
+    NaN loss again inside the block to learn where the NaN entered: a NaN gradient step shows
+    as a non-finite unconstrained tensor at the next read; a finite input with a non-finite
+    value points at the map. The checks read the data (a synchronisation on a GPU), so the mode
+    is for debugging; torch's own ``torch.autograd.detect_anomaly()`` covers the backward pass.
+
+    Args:
+        model: the model whose constrained tensors to watch (for their names).
+
+    Example:
+        >>> import geoparam
+        >>> model = nn.Sequential(geoparam.orthogonal(nn.Linear(3, 3)))
+        >>> with torch.no_grad():
+        ...     model[0].parametrizations.weight.original[0, 0] = float("nan")
+        >>> with geoparam.detect_nonfinite(model):
+        ...     try:
+        ...         model(torch.ones(1, 3))
+        ...     except FloatingPointError as error:
+        ...         print(error)
+        0.weight: its unconstrained tensor 0 has 1 non-finite entries (NaN or Inf) out of 9.
+    """
+    names = {}
+    for qualified, module, name in _constrained(model):
+        for parametrization in module.parametrizations[name]:
+            names[parametrization] = qualified
+    with watching(names):
+        yield
+
+
+@torch.no_grad()
+def find_nonfinite(model: nn.Module) -> dict[str, int]:
+    r"""Count the NaN and infinite entries of every constrained tensor of ``model``.
+
+    Looks at each constrained tensor's unconstrained tensors and buffers (keys as in
+    ``state_dict``) and at its value (``"<module>.<name>"``), and returns those with non-finite
+    entries: a quick look after a NaN loss, without running the model again. (Spectral
+    normalisation's value is read without a power-iteration step.)
+
+    Args:
+        model: the model to inspect.
+
+    Returns:
+        Qualified name to the number of non-finite entries; empty if everything is finite.
+
+    Example:
+        >>> import geoparam
+        >>> model = nn.Sequential(geoparam.weight_norm(nn.Linear(3, 2)))
+        >>> geoparam.find_nonfinite(model)
+        {}
+        >>> with torch.no_grad():
+        ...     _ = model[0].parametrizations.weight.original1.fill_(float("inf"))
+        >>> geoparam.find_nonfinite(model)
+        {'0.parametrizations.weight.original1': 6, '0.weight': 6}
+    """
+    found: dict[str, int] = {}
+
+    def count(name: str, tensor: torch.Tensor) -> None:
+        if tensor.device.type != "meta":
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                found[name] = bad
+
+    for qualified, module, name in _constrained(model):
+        prefix = qualified[: -len(name)] + "parametrizations." + name
+        parametrizations = module.parametrizations[name]
+        for key, tensor in parametrizations.state_dict(keep_vars=True).items():
+            count(f"{prefix}.{key}", tensor)
+        training = parametrizations.training
+        parametrizations.eval()
+        try:
+            count(qualified, getattr(module, name))
+        finally:
+            parametrizations.train(training)
+    return found

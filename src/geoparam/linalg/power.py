@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["power_iteration_"]
@@ -20,8 +19,9 @@ def power_iteration_(W: Tensor, u: Tensor, v: Tensor, n_iterations: int, eps: fl
 
     Each iteration sets ``u ← normalize(W v)`` then ``v ← normalize(Wᴴ u)``, after which
     ``σ ≈ uᴴ W v`` (Miyato et al., "Spectral Normalization for Generative Adversarial
-    Networks", ICLR 2018). The vectors are written in place (``out=``) so that replicas made by
-    ``DataParallel``, which share the buffers' storage, update the original module.
+    Networks", ICLR 2018). Where ``W v`` (or ``Wᴴ u``) is zero, the vector keeps its value. The
+    vectors are written in place so that replicas made by ``DataParallel``, which share the
+    buffers' storage, update the original module.
 
     Args:
         W: matrix of shape ``(h, w)``, or a batch ``(..., h, w)``.
@@ -38,5 +38,16 @@ def power_iteration_(W: Tensor, u: Tensor, v: Tensor, n_iterations: int, eps: fl
         3.0
     """
     for _ in range(n_iterations):
-        F.normalize(_matvec(W, v), dim=-1, eps=eps, out=u)
-        F.normalize(_matvec(W.mH, u), dim=-1, eps=eps, out=v)
+        _normalize_or_keep_(_matvec(W, v), eps, u)
+        _normalize_or_keep_(_matvec(W.mH, u), eps, v)
+
+
+def _normalize_or_keep_(x: Tensor, eps: float, out: Tensor) -> None:
+    # x / max(‖x‖, eps), as F.normalize; but where ‖x‖ ≤ eps (a zero weight maps every vector
+    # to zero) the estimate keeps its previous value instead of collapsing to zero for good: the
+    # iteration then resumes from it once the weight moves away from zero.
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    normalized = x / norm.clamp_min(eps)
+    # (An out= variant, not copy_: torch.func's transforms let the former write into a buffer
+    # the transformed function captures.)
+    torch.where(norm > eps, normalized, out, out=out)

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-__all__ = ["cached", "cached_evaluation", "caching", "clear_caches"]
+__all__ = ["cached", "cached_evaluation", "caching", "clear_caches", "watching"]
 
 _state = threading.local()
 # What an entry holds: a value computed without a graph; the first result with a graph (its own,
@@ -200,6 +200,9 @@ def _states(tensors: tuple[Tensor, ...]) -> list[tuple[int, int]]:
 
 
 def _evaluate(compute: Callable[..., Tensor], inputs: tuple[Tensor, ...]) -> Tensor:
+    names = getattr(_state, "watched", None)
+    if names is not None:
+        return _evaluate_watched(compute, inputs, names)
     # A constraint is evaluated in the weight's own precision, whatever autocast is active: the
     # layer that uses the weight casts it as autocast decides.
     device_type = inputs[0].device.type
@@ -207,6 +210,48 @@ def _evaluate(compute: Callable[..., Tensor], inputs: tuple[Tensor, ...]) -> Ten
         return compute(*inputs)
     with torch.autocast(device_type, enabled=False):
         return compute(*inputs)
+
+
+def _evaluate_watched(
+    compute: Callable[..., Tensor], inputs: tuple[Tensor, ...], names: dict[nn.Module, str]
+) -> Tensor:
+    owner = compute.__self__
+    name = names.get(owner, getattr(owner, "label", type(owner).__name__))
+    parts = [(f"unconstrained tensor {i}", x) for i, x in enumerate(inputs)]
+    parts += [(f"buffer {key}", b) for key, b in owner._buffers.items() if b is not None]
+    for what, tensor in parts:
+        _raise_if_nonfinite(tensor, f"{name}: its {what}")
+    names_kept, _state.watched = names, None  # the evaluation itself, unwatched
+    try:
+        output = _evaluate(compute, inputs)
+    finally:
+        _state.watched = names_kept
+    _raise_if_nonfinite(output, f"{name}: its value (from finite inputs)")
+    return output
+
+
+def _raise_if_nonfinite(tensor: Tensor, what: str) -> None:
+    if tensor.device.type == "meta" or torch.compiler.is_compiling():
+        return
+    count = int((~torch.isfinite(tensor.detach())).sum())
+    if count:
+        raise FloatingPointError(
+            f"{what} has {count} non-finite entries (NaN or Inf) out of {tensor.numel()}."
+        )
+
+
+@contextlib.contextmanager
+def watching(names: dict[nn.Module, str]) -> Iterator[None]:
+    """Inside the block, every evaluation checks its inputs, buffers and value for NaN and Inf.
+
+    ``names`` maps each parametrization to how the error names it (its place in a model).
+    """
+    previous = getattr(_state, "watched", None)
+    _state.watched = names
+    try:
+        yield
+    finally:
+        _state.watched = previous
 
 
 def _autocast_enabled(device_type: str) -> bool:

@@ -34,3 +34,22 @@ def check_assignment(value: object, shape: torch.Size | None, label: str) -> Non
             f"{label}: cannot assign a tensor of shape {tuple(value.shape)}; expected shape "
             f"{tuple(shape)}."
         )
+    check_finite(value, f"{label}:")
+
+
+def check_finite(
+    value: Tensor, label: str, verb: str = "cannot assign a tensor that holds"
+) -> None:
+    """Raise ``ValueError`` if ``value`` has NaN or infinite entries, saying how many.
+
+    A constraint evaluated on them is NaN everywhere (an orthogonalisation mixes every entry),
+    which would surface far from its cause, as a NaN loss. (This reads the data: it is for
+    registration and assignment, not for the forward pass.)
+    """
+    if value.device.type == "meta" or value.numel() == 0:
+        return
+    count = int((~torch.isfinite(value)).sum())
+    if count:
+        raise ValueError(
+            f"{label} {verb} {count} non-finite entries (NaN or Inf) out of {value.numel()}."
+        )

@@ -22,6 +22,10 @@ class WeightNorm(nn.Module):
     for the whole tensor. The two tensors are registered as ``original0`` (``g``) and
     ``original1`` (``v``), the keys of :func:`torch.nn.utils.parametrizations.weight_norm`.
 
+    Where ``v`` is zero (a zero-initialised layer, a zero row), ``w`` is zero, with finite
+    gradients (``g`` gets none, ``v`` gets ``g`` times the incoming one), where torch's formula
+    gives ``0/0 = NaN``.
+
     Args:
         dim: the dimension kept by the norm, or ``None`` for the whole tensor. Default: ``0``.
         shape: the weight's shape, to check assignments against. Default: not checked.
@@ -49,12 +53,29 @@ class WeightNorm(nn.Module):
         return cached_evaluation(self, self._evaluate, (weight_g, weight_v))
 
     def _evaluate(self, weight_g: Tensor, weight_v: Tensor) -> Tensor:
-        return torch._weight_norm(weight_v, weight_g, self.dim)
+        squared = _squared_norms(weight_v, self.dim)
+        # A zero norm is replaced by 1 before the square root, which keeps NaN out of the
+        # backward pass too (the derivative of √x at 0 is infinite); v is 0 there anyway.
+        norms = torch.where(squared == 0, torch.ones_like(squared), squared).sqrt()
+        return weight_v * (weight_g / norms)
 
     def right_inverse(self, weight: Tensor) -> tuple[Tensor, Tensor]:
         """Return ``(g, v)``: ``g`` the norm over every dimension but ``dim``, ``v = weight``."""
         check_assignment(weight, self.shape, self.label)
-        return torch.norm_except_dim(weight, 2, self.dim), weight
+        return _squared_norms(weight, self.dim).sqrt(), weight
+
+
+def _squared_norms(v: Tensor, dim: int) -> Tensor:
+    """``Σ v²`` over every dimension but ``dim`` (all, for ``-1``), shaped like torch's ``g``.
+
+    The shapes of :func:`torch.norm_except_dim`, which fails on tensors with no elements.
+    """
+    if dim == -1:
+        return (v * v).sum()
+    kept = dim % v.ndim
+    others = [d for d in range(v.ndim) if d != kept]
+    # (An empty list would mean "every dimension" to sum.)
+    return (v * v).sum(dim=others, keepdim=True) if others else v * v
 
 
 class SpectralNorm(nn.Module):
@@ -155,7 +176,9 @@ class SpectralNorm(nn.Module):
             u = F.normalize(self._u, dim=0, eps=self.eps)
             v = F.normalize(self._v, dim=0, eps=self.eps)
         sigma = torch.vdot(u, torch.mv(weight_mat, v))
-        return weight / sigma
+        # A zero weight (a zero-initialised layer) has σ = 0: it is left as it is, zero, with
+        # finite gradients, where W / σ would give 0/0 = NaN.
+        return weight / torch.where(sigma.abs() > self.eps, sigma, torch.ones_like(sigma))
 
     @torch.no_grad()
     def reinitialize_(self, weight: Tensor) -> None:

@@ -21,7 +21,7 @@ from ..linalg import (
 )
 from ..linalg._precision import working_dtype
 from ._reuse import cached_evaluation
-from ._validation import check_is_tensor
+from ._validation import check_finite, check_is_tensor
 
 __all__ = ["ORTHOGONAL_MAPS", "Orthogonal", "OrthogonalMap"]
 
@@ -180,6 +180,7 @@ class Orthogonal(nn.Module):
                 f"{self.label}: Expected a matrix or batch of matrices of shape {self.shape}. "
                 f"Got a tensor of shape {Q.shape}."
             )
+        check_finite(Q, f"{self.label}:")
         base = getattr(self, "base", None)
         if base is not None and (Q.dtype, Q.device) != (base.dtype, base.device):
             # Checked here because torch's own dtype check runs only after right_inverse returns,
