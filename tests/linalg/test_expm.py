@@ -168,9 +168,7 @@ def test_gradient_error_independent_of_gradient_scale():
     X = torch.randn(n, n, generator=torch.Generator().manual_seed(8))
     A = X - X.mT  # large norm: the squaring chain is long
     G = torch.randn(n, n, generator=torch.Generator().manual_seed(9))
-    expected = _skew_part(
-        torch.from_numpy(frechet_adjoint(A.double().numpy(), G.double().numpy()))
-    )
+    expected = _skew_part(torch.from_numpy(frechet_adjoint(A.double().numpy(), G.double().numpy())))
 
     def error(scale: float) -> float:
         leaf = A.clone().requires_grad_(True)
