@@ -3,7 +3,8 @@
 Long training without re-basing drives the skew part ``A`` far from the identity's chart; the
 exponential's scaling and squaring then amplifies rounding (each squaring about doubles it),
 which the maps correct with a Newton-Schulz step (see ``linalg/expm.py``, ``linalg/stiefel.py``).
-The Cayley map's solve and the Householder product are orthogonal by construction.
+The Householder product is orthogonal by construction; the Cayley map's error follows the
+conditioning of its solve (documented in ``linalg/cayley.py``).
 """
 
 from __future__ import annotations
@@ -45,9 +46,20 @@ def _bound(n: int, dtype: torch.dtype) -> float:
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [16, 64, 256])
-@pytest.mark.parametrize("square_map", [expm_skew, cayley], ids=["expm", "cayley"])
-def test_square_maps_stay_orthogonal(square_map, n, dtype, norm):
-    assert _error(square_map(_skew(n, norm, dtype, seed=n))) <= _bound(n, dtype)
+def test_exponential_stays_orthogonal(n, dtype, norm):
+    assert _error(expm_skew(_skew(n, norm, dtype, seed=n))) <= _bound(n, dtype)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [16, 64, 256])
+def test_cayley_stays_orthogonal_within_its_documented_bound(n, dtype, norm):
+    # The Cayley map's error follows the conditioning of its solve, cond(I - A/2) ≈ ‖A‖/2: within
+    # 10·n·eps up to ‖A‖ = 10³, up to 1.5 times that at 10⁴ (float32, n = 64, worst of 20
+    # matrices). The documented bound: twice 10·n·eps at 10⁴.
+    allowed = _bound(n, dtype) * (2.0 if norm > 1e3 else 1.0)
+    for seed in range(4):
+        assert _error(cayley(_skew(n, norm, dtype, seed=n + seed))) <= allowed
 
 
 @pytest.mark.parametrize("norm", NORMS)
