@@ -202,11 +202,14 @@ def tall_map_low_rank(X: Tensor, orthogonal_map: str) -> Tensor:
     return torch.cat([F_[..., :k, :k], Y @ F_[..., k:, :k]], dim=-2)
 
 
-def _orthogonal_point(shape: tuple[int, ...], orthogonal_map: str, dtype: torch.dtype, gen):
-    """A realistic unconstrained ``X``: ``‖A‖₂ = 1`` per matrix, or small Householder tails.
+def _orthogonal_point(
+    shape: tuple[int, ...], orthogonal_map: str, dtype: torch.dtype, gen, norm: float = 1.0
+):
+    """A realistic unconstrained ``X``: ``‖A‖₂ = norm`` per matrix, or small Householder tails.
 
     ``X = 0`` (where every library starts) makes the exponential trivially cheap, so the
-    benchmark moves it to a point a few optimizer steps could reach.
+    benchmark moves it to a point a few optimizer steps could reach (``norm = 1``), or that long
+    training without re-basing reaches (``norm = 1000``).
     """
     X = torch.randn(shape, generator=gen, dtype=_WIDE[dtype])
     if orthogonal_map == "householder":
@@ -214,7 +217,7 @@ def _orthogonal_point(shape: tuple[int, ...], orthogonal_map: str, dtype: torch.
         X = X.tril(-1) / (2 * shape[-2] ** 0.5)
         X.diagonal(dim1=-2, dim2=-1).fill_(-1.0)
         return X.to(dtype)
-    return (X / skew_spectral_norm(X)[..., None, None]).to(dtype)
+    return (X * (norm / skew_spectral_norm(X))[..., None, None]).to(dtype)
 
 
 def _orthogonal_reference(
@@ -247,7 +250,11 @@ def _norm_reference(snapshot: nn.Module, cotangent: Tensor) -> list[Tensor]:
 
 
 def _orthogonal_problem(
-    shape: tuple[int, ...], orthogonal_map: str, dtype: torch.dtype, seed: int
+    shape: tuple[int, ...],
+    orthogonal_map: str,
+    dtype: torch.dtype,
+    seed: int,
+    norm: float = 1.0,
 ) -> Problem:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -258,7 +265,7 @@ def _orthogonal_problem(
     )
     with torch.no_grad():
         torch_module.parametrizations.weight.original.copy_(
-            _orthogonal_point(shape, orthogonal_map, dtype, gen)
+            _orthogonal_point(shape, orthogonal_map, dtype, gen, norm)
         )
     # Torch's random orthogonal base and the point above go to every library: the drop-in
     # promise makes the state_dict keys (and meanings) identical, and geotorch's Stiefel
@@ -477,10 +484,12 @@ def all_cases(quick: bool = False, seed: int = 0) -> list[Case]:
 
     cases: list[Case] = []
 
-    def orthogonal_case(name: str, shape: tuple[int, ...], omap: str, dtype=torch.float32) -> Case:
+    def orthogonal_case(
+        name: str, shape: tuple[int, ...], omap: str, dtype=torch.float32, norm: float = 1.0
+    ) -> Case:
         details = {"map": omap, "shape": list(shape), "dtype": str(dtype).removeprefix("torch.")}
-        build = partial(_orthogonal_problem, shape, omap, dtype, seed)
-        return Case(name, "orthogonal", both, build, details)
+        build = partial(_orthogonal_problem, shape, omap, dtype, seed, norm)
+        return Case(name, "orthogonal", both, build, {**details, "norm": norm})
 
     for omap in maps:
         for n in squares:
@@ -490,6 +499,15 @@ def all_cases(quick: bool = False, seed: int = 0) -> list[Case]:
         cases.append(
             orthogonal_case(
                 f"orthogonal {omap} {batch} x ({side}x{side})", (batch, side, side), omap
+            )
+        )
+    # Far from the chart's centre (long training without re-basing): ‖A‖₂ = 1000.
+    far = 16 if quick else 256
+    for shape in ((far, far), (4 * far, far // 4)):
+        label = "x".join(map(str, shape))
+        cases.append(
+            orthogonal_case(
+                f"orthogonal matrix_exp {label} ‖A‖=1000", shape, "matrix_exp", norm=1e3
             )
         )
     for omap in ("matrix_exp", "cayley"):

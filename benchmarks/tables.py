@@ -49,6 +49,7 @@ LIBRARIES = ("geoparam", "torch", "geotorch")
 # Header cells of bench_report.COLUMNS that this script reads.
 _CALLS = "timed calls " + " / ".join(LIBRARIES)
 _GRAD_ERROR = "grad rel. error geoparam / torch"
+_ORTH_ERROR = "orth. error geoparam / torch"
 _COLD = "1*"
 
 Row = dict[str, str]
@@ -60,9 +61,10 @@ class Highlight:
     """One generated bullet: the ratios of some rows of the table, and the words around them.
 
     ``measure`` is ``"speed"`` (the × torch and × geotorch columns: their median time over
-    geoparam's), ``"gradient"`` (torch's gradient error over geoparam's) or ``"relative"``
-    (each library's median time in the row over its own median in the row ``against``, a
-    ``(case, mode)``). Over several rows the bullet quotes the range.
+    geoparam's), ``"gradient"`` (torch's gradient error over geoparam's), ``"orthogonality"``
+    (geoparam's and torch's orthogonality errors) or ``"relative"`` (each library's median time
+    in the row over its own median in the row ``against``, a ``(case, mode)``). Over several
+    rows the bullet quotes the range.
     """
 
     label: str
@@ -148,6 +150,17 @@ HIGHLIGHTS: tuple[Highlight, ...] = (
         why="the same torch operations",
     ),
     Highlight(
+        "orthogonality error ‖WᴴW − I‖₂ of `matrix_exp` far from the chart's centre, "
+        "‖A‖₂ = 1000, 256×256 and 1024×64",
+        ("orthogonal matrix_exp 256x256 ‖A‖=1000", "orthogonal matrix_exp 1024x64 ‖A‖=1000"),
+        measure="orthogonality",
+        why="geoparam's map ends with a Newton-Schulz step where the squarings pile up error",
+    ),
+    Highlight(
+        "`matrix_exp` at ‖A‖₂ = 1000, 256×256 and 1024×64",
+        ("orthogonal matrix_exp 256x256 ‖A‖=1000", "orthogonal matrix_exp 1024x64 ‖A‖=1000"),
+    ),
+    Highlight(
         "gradient error of `matrix_exp`, square and tall, torch's over geoparam's",
         _cases("matrix_exp", _SQUARE + _TALL),
         measure="gradient",
@@ -220,6 +233,18 @@ def _speed(rows: list[Row]) -> str:
     return ", ".join(parts) or "no ratio"
 
 
+def _orthogonality(rows: list[Row]) -> str:
+    ours, theirs = [], []
+    for row in rows:
+        mine, torchs = (_number(x) for x in _column(row, _ORTH_ERROR).split(" / "))
+        if mine is not None and torchs is not None:
+            ours.append(mine)
+            theirs.append(torchs)
+    if not ours:
+        return "no error"
+    return f"geoparam {max(ours):.1e}, torch {max(theirs):.1e} at most"
+
+
 def _gradient(rows: list[Row]) -> str:
     ratios = []
     for row in rows:
@@ -273,6 +298,8 @@ def highlights(rows: dict[tuple[str, str], Row], chosen: Sequence[Highlight] = H
             figures = _relative(selected, rows[highlight.against])
         elif highlight.measure == "speed":
             figures = _speed(selected)
+        elif highlight.measure == "orthogonality":
+            figures = _orthogonality(selected)
         else:
             figures = _gradient(selected)
         why = f"; {highlight.why}" if highlight.why else ""

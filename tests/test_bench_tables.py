@@ -130,6 +130,10 @@ def test_highlights_quote_ranges_and_flag_cold_calls():
         tables.Highlight("A 16", ("map A 16x16",)),
         tables.Highlight("B", ("norm B",)),
         tables.Highlight("A grads", ("map A 8x8", "map A 16x16"), measure="gradient"),
+        tables.Highlight("A orth", ("map A 8x8", "map A 16x16"), measure="orthogonality"),
+        tables.Highlight(
+            "A 16 over 8", ("map A 16x16",), measure="relative", against=("map A 8x8", "fwd+bwd")
+        ),
     ]
     assert tables.highlights(rows, chosen).splitlines() == [
         "- A: × torch 7.00–1,200 (some from one cold call), "
@@ -137,6 +141,8 @@ def test_highlights_quote_ranges_and_flag_cold_calls():
         "- A 16: × torch 1,200 (from one cold call), × geotorch 1,500 (from one cold call).",
         "- B: × torch 1.02.",  # geotorch has no such row: no ratio quoted
         "- A grads: 10.0–40.0.",
+        "- A orth: geoparam 1.0e-06, torch 2.0e-06 at most.",
+        "- A 16 over 8: geoparam 2.00×, torch 343×, geotorch 375×.",
     ]
 
 
