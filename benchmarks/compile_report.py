@@ -3,6 +3,7 @@
     python benchmarks/compile_report.py                 # every constraint, ~5-10 min on 2 cores
     python benchmarks/compile_report.py --out DIR       # also DIR/compile.md and compile.json
     python benchmarks/compile_report.py --quick         # one constraint: a smoke run
+    python benchmarks/compile_report.py --repeat 3      # each cell the median of 3 processes
 
 Each measurement runs in a fresh Python process with torch's compile caches disabled
 (``TORCHINDUCTOR_FORCE_DISABLE_CACHES=1``), so a compile time is a cold one: what a user pays on
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -146,6 +148,17 @@ def _measure(library: str, constraint: str) -> dict[str, object]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _median_of(runs: list[dict[str, object]]) -> dict[str, object]:
+    """Each field's median over the runs (a cold compile time varies from process to process)."""
+    good = [run for run in runs if "error" not in run]
+    if not good:
+        return runs[0]
+    merged: dict[str, object] = {"runs": len(good)}
+    for key in good[0]:
+        merged[key] = statistics.median(run[key] for run in good)
+    return merged
+
+
 def _cell(entry: dict[str, object], key: str, digits: int = 1) -> str:
     if "error" in entry:
         return "error"
@@ -153,7 +166,7 @@ def _cell(entry: dict[str, object], key: str, digits: int = 1) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _markdown(results: dict[str, dict[str, dict[str, object]]]) -> str:
+def _markdown(results: dict[str, dict[str, dict[str, object]]], repeat: int = 1) -> str:
     header = (
         "| constraint | graphs geoparam / torch | graph breaks geoparam / torch "
         "| cold compile s geoparam / torch | compiled step ms geoparam / torch "
@@ -180,6 +193,7 @@ def _markdown(results: dict[str, dict[str, dict[str, object]]]) -> str:
         f"- Model: {BLOCKS} × (`Linear({WIDTH}, {WIDTH})` + tanh), every layer constrained the "
         f"same way; input batch {BATCH}, float32, 2 threads.",
         "- graphs, graph breaks: `torch._dynamo.explain(model)(x)`.",
+        f"- every figure: the median over {repeat} fresh process(es) per library and constraint.",
         "- cold compile: the first forward+backward of `torch.compile(model, fullgraph=True)` "
         "(inductor) in a fresh process with compile caches disabled.",
         "- compiled step: forward+backward of the compiled model after 3 warm-up calls, mean "
@@ -196,15 +210,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="the matrix_exp row only")
     parser.add_argument("--out", type=Path, help="folder for compile.md and compile.json")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="fresh processes per cell; the median is reported"
+    )
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
     constraints = CONSTRAINTS[:1] if args.quick else CONSTRAINTS
     results: dict[str, dict[str, dict[str, object]]] = {}
     for constraint in constraints:
         results[constraint] = {}
         for library in LIBRARIES:
             print(f"{constraint}, {library} ...", file=sys.stderr, flush=True)
-            results[constraint][library] = _measure(library, constraint)
-    markdown = _markdown(results)
+            runs = [_measure(library, constraint) for _ in range(args.repeat)]
+            results[constraint][library] = _median_of(runs)
+    markdown = _markdown(results, args.repeat)
     print(markdown, end="")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
