@@ -10,17 +10,24 @@ from ._precision import working_dtype
 __all__ = ["cayley"]
 
 
-def _cayley(A: Tensor) -> Tensor:
-    """``(I - A/2)⁻¹ (I + A/2)`` by one LU solve, with no autograd bookkeeping."""
+def _half_inverse(A: Tensor) -> Tensor:
+    """``(I - A/2)⁻¹``, from which the map is ``2 (I - A/2)⁻¹ - I``."""
     eye = torch.eye(A.size(-1), dtype=A.dtype, device=A.device)
-    # A solve rounds better than forming the inverse (getri) and costs no more. solve_ex skips
+    # Solved from the right (X M = I): LAPACK then takes torch's row-major M as it is, with no
+    # transposing copy, measured 15-25 % faster than the same solve from the left. solve_ex skips
     # the singularity check (a host sync): for skew A, I - A/2 has eigenvalues 1 - iλ/2 with λ
     # real, so it is always invertible.
-    return torch.linalg.solve_ex(torch.add(eye, A, alpha=-0.5), torch.add(eye, A, alpha=0.5))[0]
+    return torch.linalg.solve_ex(torch.add(eye, A, alpha=-0.5), eye, left=False)[0]
+
+
+def _from_half_inverse(M_inv: Tensor) -> Tensor:
+    Q = M_inv * 2.0
+    Q.diagonal(dim1=-2, dim2=-1).sub_(1.0)
+    return Q
 
 
 class _Cayley(torch.autograd.Function):
-    """:func:`_cayley` with a solve-free backward; see :func:`cayley`.
+    """``2 (I - A/2)⁻¹ - I`` with a solve-free backward; see :func:`cayley`.
 
     Written with ``setup_context`` (the form torch.func's transforms take).
     """
@@ -28,34 +35,47 @@ class _Cayley(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(A: Tensor) -> Tensor:
-        return _cayley(A)
+    def forward(A: Tensor) -> tuple[Tensor, Tensor]:
+        M_inv = _half_inverse(A)
+        return _from_half_inverse(M_inv), M_inv
 
     @staticmethod
-    def setup_context(ctx, inputs: tuple[Tensor], output: Tensor) -> None:
-        # M⁻¹ = (Q + I)/2 is recovered from the output to rounding, so nothing else is kept.
-        ctx.save_for_backward(output)
+    def setup_context(ctx, inputs: tuple[Tensor], output: tuple[Tensor, Tensor]) -> None:
+        # M⁻¹ is an output (the way setup_context keeps an intermediate) and a differentiable
+        # one, so that double backward reaches A through the saved tensor as well.
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(output[1])
 
     @staticmethod
-    def backward(ctx, grad_Q: Tensor) -> Tensor:
-        (Q,) = ctx.saved_tensors
-        # dQ = 2 d(M⁻¹) = -2 M⁻¹ dM M⁻¹ = M⁻¹ dA M⁻¹, whose adjoint is G ↦ M⁻ᴴ G M⁻ᴴ, and
-        # M⁻ᴴ = (Qᴴ + I)/2. The factor ¼ is a power of two, applied once at the end.
-        M_inv_h = Q.mH.clone()
-        M_inv_h.diagonal(dim1=-2, dim2=-1).add_(1.0)
-        return torch.matmul(M_inv_h @ grad_Q, M_inv_h).mul_(0.25)
+    def backward(ctx, grad_Q: Tensor | None, grad_M_inv: Tensor | None) -> Tensor | None:
+        (M_inv,) = ctx.saved_tensors
+        # With M = I - A/2: d(M⁻¹) = M⁻¹ (dA/2) M⁻¹ and dQ = 2 d(M⁻¹), whose adjoints are
+        # G ↦ M⁻ᴴ G M⁻ᴴ / 2 and G ↦ M⁻ᴴ G M⁻ᴴ: two products with a transposed view, no solve.
+        if grad_Q is None and grad_M_inv is None:
+            return None
+        if grad_M_inv is None:
+            G = grad_Q
+        elif grad_Q is None:
+            G = grad_M_inv * 0.5
+        else:
+            G = torch.add(grad_Q, grad_M_inv, alpha=0.5)
+        M_inv_h = M_inv.mH
+        return torch.matmul(M_inv_h @ G, M_inv_h)
 
 
 def cayley(A: Tensor) -> Tensor:
     """Cayley transform ``(I - A/2)⁻¹ (I + A/2)`` of a batch of skew matrices.
 
-    The forward is one LU solve, as in torch. Since ``I + A/2 = 2I - (I - A/2)``, the transform
-    is also ``Q = 2 (I - A/2)⁻¹ - I``, so ``(I - A/2)⁻¹ = (Q + I)/2`` comes free with the output.
-    For ``A = -Aᴴ`` the matrix ``I - A/2`` has eigenvalues ``1 - iλ/2`` (``λ`` real), so it is
-    invertible with ``‖(I - A/2)⁻¹‖₂ ≤ 1``, and ``Q`` is orthogonal (unitary). In floating point
-    its departure from orthogonality follows the conditioning of the solve, ``≈ ‖A‖/2``: measured
-    within ``10 · n · eps`` up to ``‖A‖ = 10³`` and up to 1.5 times that at ``10⁴`` (single
-    precision, ``n = 64``). Re-basing (``geoparam.update_base``) keeps ``‖A‖`` small.
+    Since ``I + A/2 = 2I - (I - A/2)``, the transform is also ``Q = 2 (I - A/2)⁻¹ - I``, which is
+    how it is computed: one LU solve for the inverse of ``M = I - A/2`` (the same cost as torch's
+    solve with ``I + A/2`` on the right). For ``A = -Aᴴ`` the matrix ``M`` has eigenvalues
+    ``1 - iλ/2`` (``λ`` real), so it is invertible with ``‖M⁻¹‖₂ ≤ 1``, and ``Q`` is orthogonal
+    (unitary). The inverse form also rounds better far from the identity: when ``‖A‖`` is large,
+    ``M⁻¹`` is small and ``Q ≈ -I``, and the rounding of ``M⁻¹`` is relative to its own size,
+    whereas a solve with ``I + A/2`` on the right carries an error of ``≈ eps · ‖A‖/2`` into ``Q``.
+    Measured in single precision at ``n = 512``: ``‖QᵀQ - I‖₂`` of ``2e-6 / 7e-5 / 2e-5`` at
+    ``‖A‖ = 1 / 10³ / 10⁴`` against ``8e-7 / 3e-4 / 4e-4`` for the solve; ``10 · n · eps`` is
+    ``6e-4``. Re-basing (``geoparam.update_base``) keeps ``‖A‖`` small anyway.
 
     The backward reuses that inverse: ``dQ = M⁻¹ dA M⁻¹`` with ``M = I - A/2``, so the gradient
     with respect to ``A`` is ``M⁻ᴴ G M⁻ᴴ`` for an incoming gradient ``G``; two matrix products, no
@@ -85,7 +105,7 @@ def cayley(A: Tensor) -> Tensor:
     if working_dtype(A.dtype) != A.dtype:
         return cayley(A.to(working_dtype(A.dtype))).to(A.dtype)
     if torch.is_grad_enabled() and A.requires_grad:
-        return _Cayley.apply(A)
+        return _Cayley.apply(A)[0]
     # Without a backward to prepare for, skip the autograd.Function: its dispatch costs tens of
     # microseconds, as much as the whole map for small matrices.
-    return _cayley(A)
+    return _from_half_inverse(_half_inverse(A))
