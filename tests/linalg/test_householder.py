@@ -39,6 +39,24 @@ def test_matches_torch_in_double(shape, scale):
     assert (grad - expected_grad).abs().max().item() <= 1e-12 * expected_grad.abs().max().item()
 
 
+# From 192 reflectors on, both passes split V's columns and skip the blocks its triangle zeroes:
+# square, tall, odd and batched shapes on either side of the split, against LAPACK in double.
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 30.0])
+@pytest.mark.parametrize("shape", [(191, 191), (192, 192), (200, 193), (300, 250), (2, 256, 256)])
+def test_split_products_match_torch_in_double(shape, scale):
+    A = scale * randn(*shape, seed=2)
+    G = randn(*shape, seed=3)
+    Q, grad = value_and_grad(householder_product, A, G)
+    expected_Q, expected_grad = value_and_grad(torch_householder, A, G)
+    assert (Q - expected_Q).abs().max().item() < 1e-13
+    assert relative_error(grad, expected_grad) < 1e-12
+
+
+def test_split_products_gradcheck():
+    A = randn(196, 194, seed=15).requires_grad_(True)
+    assert torch.autograd.gradcheck(householder_product, (A,), fast_mode=True)
+
+
 def test_gradient_reaches_only_the_strictly_lower_part():
     A = randn(6, 4, seed=4).requires_grad_(True)
     Q = householder_product(A)
@@ -60,7 +78,7 @@ def test_batches_match_single_matrices():
 
 
 @pytest.mark.parametrize("requires_grad", [True, False])
-@pytest.mark.parametrize("shape", [(256, 256), (256, 32)])
+@pytest.mark.parametrize("shape", [(256, 256), (256, 32), (512, 512), (1024, 64), (300, 250)])
 def test_orthonormal_in_single_precision(shape, requires_grad):
     A = randn(*shape, seed=8, dtype=torch.float32).requires_grad_(requires_grad)
     Q = householder_product(A).detach()
@@ -69,15 +87,17 @@ def test_orthonormal_in_single_precision(shape, requires_grad):
     assert torch.linalg.matrix_norm(Q.mT @ Q - eye, 2).item() <= 10 * n * torch.finfo().eps
 
 
-def test_no_grad_route_agrees_with_the_differentiable_one():
-    A = randn(3, 40, 24, seed=12, dtype=torch.float32).requires_grad_(True)
+# Without a gradient, square-ish inputs go to orgqr and tall panels (n >= 4k) to the UT form.
+@pytest.mark.parametrize("shape", [(3, 40, 24), (3, 100, 20)])
+def test_no_grad_route_agrees_with_the_differentiable_one(shape):
+    A = randn(*shape, seed=12, dtype=torch.float32).requires_grad_(True)
     with torch.no_grad():
         inference = householder_product(A)
     assert inference.grad_fn is None
     torch.testing.assert_close(inference, householder_product(A).detach())
 
 
-@pytest.mark.parametrize("shape", [(128, 128), (128, 16)])
+@pytest.mark.parametrize("shape", [(128, 128), (128, 16), (256, 256), (400, 200)])
 def test_gradient_accuracy_in_single_precision(shape):
     A = randn(*shape, seed=9, dtype=torch.float32)
     G = randn(*shape, seed=10, dtype=torch.float32)
