@@ -87,6 +87,22 @@ def test_orthonormal_in_single_precision(shape, requires_grad):
     assert torch.linalg.matrix_norm(Q.mT @ Q - eye, 2).item() <= 10 * n * torch.finfo().eps
 
 
+@pytest.mark.parametrize("shape", [(1024, 64), (300, 250), (512, 512)])
+def test_orthonormal_as_lapacks_product(shape):
+    # The UT form's weak spot is τᵢ = 2/‖vᵢ‖² taken from a rounded VᵀV; with the norms summed as
+    # torch forms τ, the product is as orthonormal as orgqr's (measured: 0.3-1.6x its error).
+    n = shape[0]
+    A = randn(*shape, seed=16, dtype=torch.float32) / (2 * n**0.5)
+    Q = householder_product(A.requires_grad_(True)).detach().double()
+    expected = torch_householder(A.detach()).double()
+    eye = torch.eye(shape[1], dtype=torch.float64)
+
+    def error(W):
+        return torch.linalg.matrix_norm(W.mT @ W - eye, 2).item()
+
+    assert error(Q) <= 2.5 * error(expected)
+
+
 # Without a gradient, square-ish inputs go to orgqr and tall panels (n >= 4k) to the UT form.
 @pytest.mark.parametrize("shape", [(3, 40, 24), (3, 100, 20)])
 def test_no_grad_route_agrees_with_the_differentiable_one(shape):

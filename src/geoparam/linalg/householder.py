@@ -22,13 +22,6 @@ __all__ = ["householder_product", "householder_square"]
 # the CPU solvers do not take half types.
 
 
-def _unit_lower(reflectors: Tensor) -> Tensor:
-    """``V``: the strictly lower part of ``reflectors`` with ones on the diagonal."""
-    V = reflectors.tril(diagonal=-1)
-    V.diagonal(dim1=-2, dim2=-1).fill_(1.0)
-    return V
-
-
 def _lapack_product(reflectors: Tensor) -> Tensor:
     # LAPACK's blocked orgqr: 4/3 n³ flops for a square input, and the rounding of torch's map.
     tails = reflectors.tril(diagonal=-1)
@@ -73,9 +66,20 @@ def _ut_product(reflectors: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """
     k = reflectors.size(-1)
     h = _split(k)
-    V = _unit_lower(reflectors)
+    V = reflectors.tril(diagonal=-1)
+    # Each reflector is exactly orthogonal only when its τᵢ = 2/‖vᵢ‖² matches vᵢ; the diagonal of
+    # VᵀV from a matrix product rounds the exact 1 in ‖vᵢ‖² = 1 + ‖tailᵢ‖² with the whole sum,
+    # which alone made ‖QᵀQ - I‖ several times LAPACK's. Summed as torch forms τ, it matches it.
+    halved_norms = (V * V).sum(dim=-2).add_(1.0).mul_(0.5)
+    V.diagonal(dim1=-2, dim2=-1).fill_(1.0)
+
+    def inverse_ut(gram: Tensor, halves: Tensor) -> Tensor:
+        gram = gram.triu_()
+        gram.diagonal(dim1=-2, dim2=-1).copy_(halves)
+        return _inverse_upper(gram)
+
     if not h:
-        T = _inverse_upper(_halve_diagonal((V.mT @ V).triu_()))
+        T = inverse_ut(V.mT @ V, halved_norms)
         W = T @ V[..., :k, :].mT
         Q = (V @ W).neg_()
     else:
@@ -83,8 +87,8 @@ def _ut_product(reflectors: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         # V_b = V[h:, h:], every product below skips the blocks that are zero.
         j = k - h
         V_a, V_l, V_b = V[..., :, :h], V[..., h:, :h], V[..., h:, h:]
-        T11 = _inverse_upper(_halve_diagonal((V_a.mT @ V_a).triu_()))
-        T22 = _inverse_upper(_halve_diagonal((V_b.mT @ V_b).triu_()))
+        T11 = inverse_ut(V_a.mT @ V_a, halved_norms[..., :h])
+        T22 = inverse_ut(V_b.mT @ V_b, halved_norms[..., h:])
         S12 = V_l.mT @ V_b
         # T = [[T11, -T11 S12 T22], [0, T22]], and W = T V₁ᵀ is upper triangular too; with
         # V₁ = V[:k] made of V[:h, :h], V_l[:j] and V_b[:j], its blocks are
