@@ -255,13 +255,14 @@ def _orthogonal_problem(
     dtype: torch.dtype,
     seed: int,
     norm: float = 1.0,
+    use_trivialization: bool = True,
 ) -> Problem:
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     template = _Holder(torch.randn(shape, generator=gen, dtype=dtype))
 
     torch_module = torch_parametrizations.orthogonal(
-        copy.deepcopy(template), "weight", orthogonal_map
+        copy.deepcopy(template), "weight", orthogonal_map, use_trivialization=use_trivialization
     )
     with torch.no_grad():
         torch_module.parametrizations.weight.original.copy_(
@@ -271,7 +272,9 @@ def _orthogonal_problem(
     # promise makes the state_dict keys (and meanings) identical, and geotorch's Stiefel
     # stores the same `original` and `base` and builds the same skew matrix from them.
     state = torch_module.state_dict()
-    geoparam_module = geoparam.orthogonal(copy.deepcopy(template), "weight", orthogonal_map)
+    geoparam_module = geoparam.orthogonal(
+        copy.deepcopy(template), "weight", orthogonal_map, use_trivialization=use_trivialization
+    )
     geoparam_module.load_state_dict(state)
 
     contenders: dict[str, Contender | str] = {
@@ -280,6 +283,8 @@ def _orthogonal_problem(
     }
     if geotorch is None:
         contenders["geotorch"] = "geotorch is not installed"
+    elif not use_trivialization:
+        contenders["geotorch"] = "geotorch's maps always have a base"
     elif orthogonal_map == "householder":
         contenders["geotorch"] = "geotorch has no Householder map"
     elif dtype.is_complex:
@@ -485,11 +490,17 @@ def all_cases(quick: bool = False, seed: int = 0) -> list[Case]:
     cases: list[Case] = []
 
     def orthogonal_case(
-        name: str, shape: tuple[int, ...], omap: str, dtype=torch.float32, norm: float = 1.0
+        name: str,
+        shape: tuple[int, ...],
+        omap: str,
+        dtype=torch.float32,
+        norm: float = 1.0,
+        use_trivialization: bool = True,
     ) -> Case:
         details = {"map": omap, "shape": list(shape), "dtype": str(dtype).removeprefix("torch.")}
-        build = partial(_orthogonal_problem, shape, omap, dtype, seed, norm)
-        return Case(name, "orthogonal", both, build, {**details, "norm": norm})
+        build = partial(_orthogonal_problem, shape, omap, dtype, seed, norm, use_trivialization)
+        details = {**details, "norm": norm, "use_trivialization": use_trivialization}
+        return Case(name, "orthogonal", both, build, details)
 
     for omap in maps:
         for n in squares:
@@ -501,6 +512,17 @@ def all_cases(quick: bool = False, seed: int = 0) -> list[Case]:
                 f"orthogonal {omap} {batch} x ({side}x{side})", (batch, side, side), omap
             )
         )
+    # A tall Householder weight without the n x n base (use_trivialization=False): the map alone,
+    # against which the rows above show what torch's base product costs.
+    n, k = talls[0]
+    cases.append(
+        orthogonal_case(
+            f"orthogonal householder {n}x{k} no base",
+            (n, k),
+            "householder",
+            use_trivialization=False,
+        )
+    )
     # Far from the chart's centre (long training without re-basing): ‖A‖₂ = 1000.
     far = 16 if quick else 256
     for shape in ((far, far), (4 * far, far // 4)):
