@@ -31,8 +31,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .manifolds import SpectralNorm, WeightNorm
-
 __all__ = ["register", "reinitialize"]
 
 
@@ -206,13 +204,14 @@ def reinitialize(module: nn.Module) -> None:
         values = {}
         for name in names:
             first = module.parametrizations[name][0]
-            if not hasattr(first, "sample"):
+            try:
+                values[name] = first.sample()
+            except (AttributeError, NotImplementedError):
                 raise ValueError(
                     f"cannot re-initialise {type(first).__name__}-constrained "
                     f"{plain.__name__}.{name}: the module has no reset_parameters(); assign "
                     f"module.{name} = <a tensor> instead."
-                )
-            values[name] = first.sample()
+                ) from None
     for name, value in values.items():
         setattr(module, name, value)
         for parametrization in module.parametrizations[name]:
@@ -264,18 +263,15 @@ def _rename_legacy_keys(
     for name, parametrizations in module.parametrizations.items():
         # The legacy hooks owned the raw tensor, so only a first parametrization can take it.
         first = parametrizations[0]
+        legacy_state_keys = getattr(first, "legacy_state_keys", None)
+        if legacy_state_keys is None:
+            continue
         new = f"{prefix}parametrizations.{name}"
-        if isinstance(first, WeightNorm):
-            renames = {"_g": f"{new}.original0", "_v": f"{new}.original1"}
-        elif isinstance(first, SpectralNorm):
-            # A 1-D weight is normalised exactly and keeps no vectors: the old ones are dropped.
-            vectors = hasattr(first, "_u")
-            renames = {
-                "_orig": f"{new}.original",
-                "_u": f"{new}.0._u" if vectors else None,
-                "_v": f"{new}.0._v" if vectors else None,
-            }
-        else:
+        renames = {
+            suffix: None if key is None else f"{new}.{key}"
+            for suffix, key in legacy_state_keys().items()
+        }
+        if not renames:
             continue
         old_keys = {f"{prefix}{name}{suffix}": key for suffix, key in renames.items()}
         if all(old in state_dict for old in old_keys):

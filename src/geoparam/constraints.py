@@ -190,7 +190,10 @@ def weight_norm(module: nn.Module, name: str = "weight", dim: int | None = 0) ->
         torch.norm_except_dim(like, 2, -1 if dim is None else dim)
     except (IndexError, TypeError) as error:
         raise type(error)(f"weight_norm: {where} of shape {tuple(weight.shape)}: {error}") from None
-    register(module, name, WeightNorm(dim, shape=weight.shape, label=where), unsafe=True)
+    parametrization = WeightNorm(
+        dim, shape=weight.shape, label=where, dtype=weight.dtype, device=weight.device
+    )
+    register(module, name, parametrization, unsafe=True)
     return module
 
 

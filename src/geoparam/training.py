@@ -10,7 +10,6 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ._registration import reinitialize
-from .manifolds import Orthogonal
 from .manifolds._reuse import cached, caching, clear_caches, watching
 
 __all__ = [
@@ -67,7 +66,7 @@ def update_base(module: nn.Module, optimizer: torch.optim.Optimizer | None = Non
         for parametrizations in submodule.parametrizations.values():
             first = parametrizations[0]
             # Only a first parametrization reads `original` directly, so only it can be reset.
-            if not isinstance(first, Orthogonal) or not first.use_trivialization:
+            if not getattr(first, "can_rebase", False):
                 continue
             original = parametrizations.original
             original.copy_(first.rebase_(original))

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..linalg import power_iteration_
+from ._base import Parametrization
 from ._reuse import cached_evaluation
-from ._validation import check_assignment
 
 __all__ = ["SpectralNorm", "WeightNorm"]
 
 
-class WeightNorm(nn.Module):
+class WeightNorm(Parametrization):
     r"""Splits a weight into a magnitude ``g`` and a direction ``v``: ``w = g · v / ‖v‖``.
 
     The norm is taken over every dimension but ``dim`` (Salimans & Kingma, "Weight
@@ -28,10 +28,15 @@ class WeightNorm(nn.Module):
     there, and its formula gives ``0/0 = NaN``. (A checkpoint that holds a zero ``v`` slice
     gives NaN in both libraries.)
 
+    Weight normalisation re-parametrizes without constraining: every finite tensor of the shape
+    is a value it can take (:meth:`in_manifold`).
+
     Args:
         dim: the dimension kept by the norm, or ``None`` for the whole tensor. Default: ``0``.
         shape: the weight's shape, to check assignments against. Default: not checked.
         label: how error messages name the tensor (e.g. ``"Linear.weight"``). Default: none.
+        dtype: the weight's dtype. Default: torch's default dtype.
+        device: the weight's device. Default: the CPU.
 
     Example:
         >>> param = WeightNorm(dim=0)
@@ -41,12 +46,17 @@ class WeightNorm(nn.Module):
     """
 
     def __init__(
-        self, dim: int | None = 0, *, shape: torch.Size | None = None, label: str | None = None
+        self,
+        dim: int | None = 0,
+        *,
+        shape: torch.Size | None = None,
+        label: str | None = None,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
-        super().__init__()
+        label = label or "the weight-normalised tensor"
+        super().__init__(shape, label=label, dtype=dtype, device=device)
         self.dim = -1 if dim is None else dim
-        self.shape = None if shape is None else torch.Size(shape)
-        self.label = label or "the weight-normalised tensor"
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
@@ -61,19 +71,25 @@ class WeightNorm(nn.Module):
         # torch's fused kernel: the same speed and rounding as torch's weight_norm.
         return torch._weight_norm(weight_v, weight_g, self.dim)
 
-    def right_inverse(self, weight: Tensor) -> tuple[Tensor, Tensor]:
-        """Return ``(g, v)``: ``g`` the norm over every dimension but ``dim``, ``v = weight``.
+    def _right_inverse(self, weight: Tensor) -> tuple[Tensor, Tensor]:
+        """``(g, v)``: ``g`` the norm over every dimension but ``dim``, ``v = weight``.
 
         Where ``weight`` is zero over a slice (a whole tensor, for ``dim=None``), ``g`` is zero
         and ``v`` a random direction instead, so that ``g · v / ‖v‖`` is zero and finite.
         """
-        check_assignment(weight, self.shape, self.label)
         g = _squared_norms(weight, self.dim).sqrt()
         zero = g == 0
         if weight.device.type != "meta" and bool(zero.any()):
             direction = torch.randn(weight.shape, dtype=weight.dtype, device=weight.device)
             weight = torch.where(zero, direction, weight)
         return g, weight
+
+    def _in_manifold(self, value: Tensor, atol: float | None) -> bool:
+        return bool(torch.isfinite(value).all())
+
+    def legacy_state_keys(self) -> dict[str, str | None]:
+        """``weight_g``, ``weight_v`` of torch's hook-based ``torch.nn.utils.weight_norm``."""
+        return {"_g": "original0", "_v": "original1"}
 
 
 def _squared_norms(v: Tensor, dim: int) -> Tensor:
@@ -89,7 +105,7 @@ def _squared_norms(v: Tensor, dim: int) -> Tensor:
     return (v * v).sum(dim=others, keepdim=True) if others else v * v
 
 
-class SpectralNorm(nn.Module):
+class SpectralNorm(Parametrization):
     r"""Divides a weight by its largest singular value: ``W / σ(W)``.
 
     ``σ`` is estimated by power iteration on the weight reshaped to a matrix with ``dim`` as its
@@ -129,9 +145,8 @@ class SpectralNorm(nn.Module):
         *,
         label: str | None = None,
     ) -> None:
-        super().__init__()
-        self.label = label or "the spectrally normalised tensor"
-        self.shape = weight.shape
+        label = label or "the spectrally normalised tensor"
+        super().__init__(weight.shape, label=label, dtype=weight.dtype, device=weight.device)
         ndim = weight.ndim
         # The messages end with torch's wording, for code that matches on it.
         if not -ndim <= dim < ndim:
@@ -207,7 +222,26 @@ class SpectralNorm(nn.Module):
         F.normalize(self._v, dim=0, eps=self.eps, out=self._v)
         power_iteration_(weight_mat, self._u, self._v, 15, self.eps)
 
-    def right_inverse(self, value: Tensor) -> Tensor:
-        """Store the assigned tensor as it is: any non-zero weight is a valid pre-image."""
-        check_assignment(value, self.shape, self.label)
+    def _right_inverse(self, value: Tensor) -> Tensor:
+        # Stored as it is: any non-zero weight is a pre-image of its normalised self.
         return value
+
+    def _in_manifold(self, value: Tensor, atol: float | None) -> bool:
+        # The power iteration estimates σ from below, so a normalised weight's spectral norm
+        # can exceed 1 by the estimate's error: 1e-3 by default.
+        tolerance = 1e-3 if atol is None else atol
+        if value.ndim == 1:
+            return bool(torch.linalg.vector_norm(value) <= 1 + tolerance)
+        return bool(torch.linalg.matrix_norm(self._as_matrix(value), 2) <= 1 + tolerance)
+
+    def legacy_state_keys(self) -> dict[str, str | None]:
+        """``weight_orig``, ``weight_u``, ``weight_v`` of torch's hook-based ``spectral_norm``.
+
+        A 1-D weight is normalised exactly and keeps no vectors: its old ones are dropped.
+        """
+        vectors = hasattr(self, "_u")
+        return {
+            "_orig": "original",
+            "_u": "0._u" if vectors else None,
+            "_v": "0._v" if vectors else None,
+        }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..linalg import (
     cayley,
@@ -20,6 +20,7 @@ from ..linalg import (
     stiefel_expm,
 )
 from ..linalg._precision import working_dtype
+from ._base import Parametrization
 from ._reuse import cached_evaluation
 from ._validation import check_finite, check_is_tensor
 
@@ -52,7 +53,7 @@ def _pad_columns(X: Tensor) -> Tensor:
     return torch.cat([X, X.new_zeros(*X.shape[:-1], n - k)], dim=-1)
 
 
-class Orthogonal(nn.Module):
+class Orthogonal(Parametrization):
     r"""Maps an unconstrained tensor onto matrices with orthonormal columns (or rows).
 
     For a tensor of shape ``(..., m, n)`` the output ``Q`` satisfies ``QᴴQ = I`` if ``m >= n`` and
@@ -87,7 +88,6 @@ class Orthogonal(nn.Module):
     """
 
     base: Tensor | None
-    _like: Tensor
 
     def __init__(
         self,
@@ -99,31 +99,20 @@ class Orthogonal(nn.Module):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        super().__init__()
-        self.shape = torch.Size(shape)
+        super().__init__(shape, label=label or "the orthogonal tensor", dtype=dtype, device=device)
         self.orthogonal_map = orthogonal_map
-        self.label = label or "the orthogonal tensor"
-        # An empty, non-persistent buffer: it follows the module through .to(), .double(),
-        # to_empty() and the like, so the parametrization always knows the weight's dtype and
-        # device, and it is absent from state_dict, whose keys stay torch's.
-        self.register_buffer("_like", torch.empty(0, dtype=dtype, device=device), persistent=False)
         if use_trivialization:
             self.register_buffer("base", None)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The dtype of the parametrized weight."""
-        return self._like.dtype
-
-    @property
-    def device(self) -> torch.device:
-        """The device of the parametrized weight."""
-        return self._like.device
 
     @property
     def use_trivialization(self) -> bool:
         """Whether the map is composed with a ``base`` buffer."""
         return hasattr(self, "base")
+
+    @property
+    def can_rebase(self) -> bool:
+        """With a base, :meth:`rebase_` folds the current rotation into it."""
+        return self.use_trivialization
 
     def extra_repr(self) -> str:
         return (
@@ -158,22 +147,8 @@ class Orthogonal(nn.Module):
             return expm_skew(A) if self.orthogonal_map == "matrix_exp" else cayley(A)
         return stiefel_expm(X) if self.orthogonal_map == "matrix_exp" else stiefel_cayley(X)
 
-    @torch.no_grad()
-    def right_inverse(self, Q: Tensor) -> Tensor:
-        """Return an ``X`` with ``forward(X) = Q``, orthogonalising ``Q`` first if needed.
-
-        With trivialization, ``Q`` (orthogonalised by QR with ``diag(R) >= 0`` unless it already
-        has orthonormal columns; a tall ``Q`` is completed to a square one with random columns)
-        becomes the ``base`` and ``X`` is the point that the map sends to ``I``. Without it, only
-        the Householder map can be inverted. Half-precision tensors are orthogonalised in
-        float32, since LAPACK's QR has no half-precision kernels.
-
-        Raises:
-            NotATensorError: ``Q`` is not a tensor (a ``TypeError`` and a ``ValueError``).
-            ValueError: ``Q`` does not have the parametrized tensor's shape, or not the dtype and
-                device of the current base.
-            NotImplementedError: ``"matrix_exp"`` or ``"cayley"`` without trivialization.
-        """
+    def _check_assignment(self, Q: Tensor) -> None:
+        # The shape message ends with torch's wording, for code that matches on it.
         check_is_tensor(Q, self.label)
         if Q.shape != self.shape:
             raise ValueError(
@@ -181,6 +156,18 @@ class Orthogonal(nn.Module):
                 f"Got a tensor of shape {Q.shape}."
             )
         check_finite(Q, f"{self.label}:")
+
+    @torch.no_grad()
+    def _right_inverse(self, Q: Tensor) -> Tensor:
+        """An ``X`` with ``forward(X) = Q``, orthogonalising ``Q`` first if needed.
+
+        With trivialization, ``Q`` (orthogonalised by QR with ``diag(R) >= 0`` unless it already
+        has orthonormal columns; a tall ``Q`` is completed to a square one with random columns)
+        becomes the ``base`` and ``X`` is the point that the map sends to ``I``. Without it, only
+        the Householder map can be inverted (``NotImplementedError`` otherwise). Half-precision
+        tensors are orthogonalised in float32, since LAPACK's QR has no half-precision kernels.
+        A ``Q`` of another dtype or device than the current base is refused (``ValueError``).
+        """
         base = getattr(self, "base", None)
         if base is not None and (Q.dtype, Q.device) != (base.dtype, base.device):
             # Checked here because torch's own dtype check runs only after right_inverse returns,
@@ -313,8 +300,9 @@ class Orthogonal(nn.Module):
             >>> param.in_manifold(torch.eye(3)[:, :2]), param.in_manifold(torch.eye(2))
             (True, False)
         """
-        if Q.shape != self.shape:
-            return False
+        return super().in_manifold(Q, atol)
+
+    def _in_manifold(self, Q: Tensor, atol: float | None) -> bool:
         if Q.size(-2) < Q.size(-1):
             Q = Q.mT
         if atol is None:
