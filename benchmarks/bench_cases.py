@@ -22,6 +22,7 @@ from torch.nn.utils import parametrizations as torch_parametrizations
 from torch.nn.utils import parametrize
 
 import geoparam
+from geoparam.manifolds import ORTHOGONAL_MAPS
 
 try:
     import geotorch
@@ -477,7 +478,7 @@ def _torch_freeze(model: nn.Module) -> None:
 
 def all_cases(quick: bool = False, seed: int = 0) -> list[Case]:
     """Every case of the benchmark, in table order; ``quick`` shrinks every size to a toy one."""
-    maps = ("matrix_exp", "cayley", "householder")
+    maps = ORTHOGONAL_MAPS
     both = (FORWARD, FORWARD_BACKWARD)
     squares = (16,) if quick else (64, 256, 512, 1024)
     talls = ((64, 8),) if quick else ((1024, 64), (4096, 64))

@@ -32,8 +32,8 @@ class Scaled(Parametrization):
     def _right_inverse(self, value: Tensor) -> Tensor:
         return value / self.scale
 
-    def _in_manifold(self, value: Tensor, atol: float | None) -> bool:
-        return True
+    def _violation(self, value: Tensor, atol: float | None) -> str | None:
+        return None  # every finite tensor is a value
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(self.shape, generator=generator, dtype=self.dtype, device=self.device)
@@ -116,8 +116,13 @@ def test_the_base_refuses_what_a_subclass_does_not_provide():
         bare.sample()
     with pytest.raises(NotImplementedError, match="in_manifold"):
         bare.in_manifold(torch.zeros(2))
-    with pytest.raises(NotImplementedError, match="right inverse"):
+    # An assignment is checked against the constraint before the subclass inverts it.
+    with pytest.raises(NotImplementedError, match="in_manifold"):
         bare.right_inverse(torch.zeros(2))
+    with pytest.raises(NotImplementedError, match="right inverse"):
+        bare._right_inverse(torch.zeros(2))
+    with pytest.raises(NotImplementedError, match="a tensor: Parametrization defines no map"):
+        bare(torch.zeros(2))
     with pytest.raises(RuntimeError, match="no base"):
         bare.rebase_(torch.zeros(2))
     assert not bare.in_manifold(torch.zeros(3))  # the shape is checked first

@@ -99,3 +99,73 @@ def test_training_continues_after_rebase():
     assert losses[-1] < 0.5 * losses[0]
     W = layer.weight.detach()
     assert (W.T @ W - torch.eye(6)).abs().max() < 5e-5
+
+
+def _trained(layer: nn.Module, optimizer: torch.optim.Optimizer, steps: int) -> None:
+    # A linear loss: its gradient on the orthogonal group is not zero (unlike ‖W‖², constant).
+    target = torch.randn(layer.weight.shape, generator=torch.Generator().manual_seed(1))
+    for _ in range(steps):
+        optimizer.zero_grad()
+        (layer.weight * target).sum().backward()
+        optimizer.step()
+
+
+def test_optimizer_state_is_an_explicit_choice():
+    layer = _layer((5, 5), "matrix_exp", torch.float32)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.05)
+    _trained(layer, optimizer, 3)
+    original = layer.parametrizations.weight.original
+    moments = optimizer.state[original]["exp_avg"].clone()
+    geoparam.update_base(layer, optimizer, optimizer_state="keep")
+    assert torch.equal(optimizer.state[original]["exp_avg"], moments)
+    geoparam.update_base(layer, optimizer, optimizer_state="reset")
+    assert original not in optimizer.state
+    with pytest.raises(ValueError, match="optimizer_state must be one of 'keep', 'reset'"):
+        geoparam.update_base(layer, optimizer, optimizer_state="transport")
+    with pytest.raises(ValueError, match='optimizer_state="reset" needs the optimizer'):
+        geoparam.update_base(layer, optimizer_state="reset")
+
+
+def test_update_base_by_name():
+    layer = geoparam.orthogonal(nn.Linear(4, 4))
+    layer.extra = nn.Parameter(torch.randn(4, 4))
+    geoparam.orthogonal(layer, "extra")
+    assert geoparam.update_base(layer, name="extra") == 1
+    assert geoparam.update_base(layer, name="weight") == 1
+    assert geoparam.update_base(layer, name="bias") == 0
+    assert geoparam.update_base(layer) == 2
+
+
+def test_update_base_every_k_steps():
+    layer = _layer((5, 5), "cayley", torch.float32)
+    optimizer = torch.optim.SGD(layer.parameters(), lr=0.05)
+    rebased = []
+    original = layer.parametrizations.weight.original
+
+    def record(*_):
+        rebased.append(float(original.tril(-1).abs().max()) == 0.0)
+
+    handle = geoparam.update_base_every(layer, optimizer, every=3)
+    probe = optimizer.register_step_post_hook(record)  # runs after the re-basing hook
+    _trained(layer, optimizer, 7)
+    assert rebased == [False, False, True, False, False, True, False]
+    handle.remove()
+    probe.remove()
+    _trained(layer, optimizer, 3)
+    assert float(original.tril(-1).abs().max()) > 0
+    with pytest.raises(ValueError, match="every must be a positive int"):
+        geoparam.update_base_every(layer, optimizer, every=0)
+
+
+def test_repeated_rebasing_does_not_drift():
+    # Each re-basing multiplies the base by a rotation; the polar re-projection keeps the
+    # base orthogonal to rounding however often that happens.
+    layer = _layer((16, 16), "matrix_exp", torch.float32)
+    original = layer.parametrizations.weight.original
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(500):
+        with torch.no_grad():
+            original.add_(0.3 * torch.randn(original.shape, generator=generator))
+        geoparam.update_base(layer)
+    base = layer.parametrizations.weight[0].base
+    assert (base.T @ base - torch.eye(16)).abs().max() < 1e-5

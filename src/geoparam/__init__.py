@@ -11,8 +11,8 @@ Example:
     True
 """
 
-from . import errors
-from .constraints import orthogonal, spectral_norm, weight_norm
+from . import constraints, errors
+from .constraints import *  # noqa: F403
 from .training import (
     cached,
     caching,
@@ -22,6 +22,7 @@ from .training import (
     freeze,
     reset_parametrizations,
     update_base,
+    update_base_every,
 )
 
 __all__ = [
@@ -32,10 +33,9 @@ __all__ = [
     "errors",
     "find_nonfinite",
     "freeze",
-    "orthogonal",
     "reset_parametrizations",
-    "spectral_norm",
     "update_base",
-    "weight_norm",
+    "update_base_every",
 ]
+__all__ += constraints.__all__
 __version__ = "0.1.0"

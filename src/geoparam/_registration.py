@@ -24,6 +24,7 @@ property on the module's class, from affecting the other modules.
 
 from __future__ import annotations
 
+import contextlib
 import copyreg
 from copy import deepcopy
 
@@ -213,8 +214,14 @@ def reinitialize(module: nn.Module) -> None:
                     f"module.{name} = <a tensor> instead."
                 ) from None
     for name, value in values.items():
-        setattr(module, name, value)
-        for parametrization in module.parametrizations[name]:
+        parametrizations = module.parametrizations[name]
+        with contextlib.ExitStack() as stack:
+            # The module's own initialisation rarely lands on a constraint: project it there.
+            for parametrization in parametrizations:
+                if hasattr(parametrization, "projecting"):
+                    stack.enter_context(parametrization.projecting())
+            setattr(module, name, value)
+        for parametrization in parametrizations:
             if hasattr(parametrization, "reinitialize_"):
                 parametrization.reinitialize_(value)
 

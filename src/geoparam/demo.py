@@ -53,6 +53,7 @@ from torch import Tensor, nn
 import geoparam
 
 from ._extras import require
+from .manifolds import ORTHOGONAL_MAPS
 
 __all__ = [
     "BLANK",
@@ -354,7 +355,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--map",
         default="matrix_exp",
-        choices=["matrix_exp", "cayley", "householder"],
+        choices=ORTHOGONAL_MAPS,
         help="the orthogonal map of the recurrent matrix (default matrix_exp)",
     )
     parser.add_argument(

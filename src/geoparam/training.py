@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
+from torch.utils.hooks import RemovableHandle
 
 from ._registration import reinitialize
 from .manifolds._reuse import cached, caching, clear_caches, watching
@@ -21,32 +23,49 @@ __all__ = [
     "freeze",
     "reset_parametrizations",
     "update_base",
+    "update_base_every",
 ]
 
 
+_OPTIMIZER_STATES = ("keep", "reset")
+
+
 @torch.no_grad()
-def update_base(module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
-    r"""Re-base every orthogonal weight in ``module``: ``B ← B · φ(X)``, ``X ← X₀``.
+def update_base(
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    optimizer_state: str | None = None,
+    name: str | None = None,
+) -> int:
+    r"""Re-base every dynamic trivialization in ``module``: ``B ← B · φ(X)``, ``X ← X₀``.
 
     With dynamic trivialization (Lezcano-Casado, "Trivializations for gradient-based optimization
-    on manifolds", NeurIPS 2019) a weight is ``Q = B · φ(X)``. The optimizer moves ``X`` in a flat
+    on manifolds", NeurIPS 2019) a weight is ``W = B · φ(X)``. The optimizer moves ``X`` in a flat
     space; as ``X`` grows, ``φ`` becomes more expensive (more squarings) and more distorted.
-    Re-basing folds the current rotation into the base and resets ``X`` to the point that ``φ``
-    sends to ``I``, so the weights are unchanged and the next steps start from a small ``X``.
-    The base is also re-projected onto the orthogonal group to remove rounding drift.
+    Re-basing folds the current value into the base and resets ``X`` to the point that ``φ``
+    sends to the identity, so the weights are unchanged and the next steps start from a small
+    ``X``. Every constraint that declares a base is re-based: orthogonal weights, the orthogonal
+    factors of products (low rank, positive definite, ...), spheres, custom group maps. Each base
+    is re-projected onto its set as it is re-based (an orthogonal base onto the orthogonal group,
+    by its polar factor), so repeated re-basing does not drift.
 
-    Call it every few hundred steps (or every epoch). Optimizer moments are kept by default, as in
-    geotorch: they are in ``X``'s coordinates, which change only a little when ``X`` was small.
-    Pass ``optimizer`` to clear the state of the re-based tensors instead.
+    Call it every few hundred steps or every epoch, or let :func:`update_base_every` do it.
 
     Args:
-        module: a model holding weights registered with :func:`geoparam.orthogonal` and
-            ``use_trivialization=True`` (others are left alone).
-        optimizer: if given, its per-parameter state (e.g. Adam's moments) for every re-based
-            tensor is cleared.
+        module: a model; constrained tensors without a base are left alone.
+        optimizer: the optimizer of the model, needed to reset its state.
+        optimizer_state: what happens to the optimizer's per-parameter state (e.g. Adam's
+            moments) of every re-based tensor: ``"keep"`` (as geotorch: the moments are in ``X``'s
+            coordinates, which change only a little when ``X`` was small) or ``"reset"`` (clear
+            it). Default: ``"reset"`` when ``optimizer`` is given, ``"keep"`` otherwise.
+        name: re-base only tensors of this name (e.g. ``"weight"``). Default: all.
 
     Returns:
-        The number of weights re-based.
+        The number of constrained tensors re-based.
+
+    Raises:
+        ValueError: an unknown ``optimizer_state``, or ``"reset"`` without an optimizer.
 
     Example:
         >>> import geoparam
@@ -59,21 +78,98 @@ def update_base(module: nn.Module, optimizer: torch.optim.Optimizer | None = Non
         >>> torch.allclose(layer.weight, before, atol=1e-5)
         True
     """
+    if optimizer_state is None:
+        optimizer_state = "reset" if optimizer is not None else "keep"
+    if optimizer_state not in _OPTIMIZER_STATES:
+        raise ValueError(
+            f"update_base: optimizer_state must be one of {', '.join(map(repr, _OPTIMIZER_STATES))}"
+            f", got {optimizer_state!r}."
+        )
+    if optimizer_state == "reset" and optimizer is None:
+        raise ValueError('update_base: optimizer_state="reset" needs the optimizer.')
     count = 0
     for submodule in module.modules():
         if not parametrize.is_parametrized(submodule):
             continue
-        for parametrizations in submodule.parametrizations.values():
+        for tensor_name, parametrizations in submodule.parametrizations.items():
             first = parametrizations[0]
-            # Only a first parametrization reads `original` directly, so only it can be reset.
-            if not getattr(first, "can_rebase", False):
+            # Only a first parametrization reads the stored tensors directly, so only it can be
+            # reset.
+            if (name is not None and tensor_name != name) or not getattr(first, "can_rebase", 0):
                 continue
-            original = parametrizations.original
-            original.copy_(first.rebase_(original))
-            if optimizer is not None:
-                optimizer.state.pop(original, None)
+            stored = _stored_tensors(parametrizations)
+            new = first.rebase_(*stored)
+            for tensor, value in zip(stored, (new,) if torch.is_tensor(new) else new, strict=True):
+                tensor.copy_(value)
+                if optimizer_state == "reset":
+                    optimizer.state.pop(tensor, None)
             count += 1
     return count
+
+
+def _stored_tensors(parametrizations: nn.Module) -> tuple[torch.Tensor, ...]:
+    # `original`, or `original0`, `original1`, ... for a constraint stored as several tensors.
+    if hasattr(parametrizations, "original"):
+        return (parametrizations.original,)
+    count = sum(1 for key in parametrizations._parameters if key.startswith("original"))
+    return tuple(getattr(parametrizations, f"original{i}") for i in range(count))
+
+
+def update_base_every(
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    every: int,
+    *,
+    optimizer_state: str = "keep",
+    name: str | None = None,
+) -> RemovableHandle:
+    r"""Call :func:`update_base` after every ``every``-th step of ``optimizer``.
+
+    Registers a step post-hook on the optimizer; remove it with the returned handle's
+    ``remove()``.
+
+    Args:
+        module: the model to re-base.
+        optimizer: the optimizer whose steps are counted.
+        every: re-base after steps ``every``, ``2·every``, ...
+        optimizer_state: ``"keep"`` or ``"reset"``, as in :func:`update_base`. Default:
+            ``"keep"``.
+        name: re-base only tensors of this name. Default: all.
+
+    Returns:
+        The hook's handle.
+
+    Raises:
+        ValueError: ``every`` is not a positive integer, or an unknown ``optimizer_state``.
+
+    Example:
+        >>> import geoparam
+        >>> layer = geoparam.orthogonal(nn.Linear(4, 4))
+        >>> optimizer = torch.optim.SGD(layer.parameters(), lr=0.1)
+        >>> handle = geoparam.update_base_every(layer, optimizer, every=2)
+        >>> for _ in range(4):
+        ...     layer.weight.sum().backward()
+        ...     optimizer.step()
+        ...     optimizer.zero_grad()
+        >>> X = layer.parametrizations.weight.original  # just re-based: the map's identity point
+        >>> float(X.tril(-1).abs().max())
+        0.0
+        >>> handle.remove()
+    """
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"update_base_every: every must be a positive int, got {every!r}.")
+    if optimizer_state not in _OPTIMIZER_STATES:
+        raise ValueError(
+            f"update_base_every: optimizer_state must be one of "
+            f"{', '.join(map(repr, _OPTIMIZER_STATES))}, got {optimizer_state!r}."
+        )
+    steps = itertools.count(1)
+
+    def rebase_after_step(opt: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        if next(steps) % every == 0:
+            update_base(module, opt, optimizer_state=optimizer_state, name=name)
+
+    return optimizer.register_step_post_hook(rebase_after_step)
 
 
 def freeze(model: nn.Module) -> nn.Module:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor, nn
 
+from ._reuse import cached_evaluation
 from ._validation import check_assignment
 
 __all__ = ["Parametrization"]
@@ -13,9 +17,10 @@ __all__ = ["Parametrization"]
 class Parametrization(nn.Module):
     """An ``nn.Module`` map from unconstrained tensors onto a constraint set, for one tensor.
 
-    A subclass implements ``forward`` (the map) and :meth:`_right_inverse` (a pre-image of a
-    value on the constraint set), and where it can, :meth:`sample` and :meth:`_in_manifold`. The
-    base holds what every parametrization shares:
+    A subclass implements :meth:`_evaluate` (the map; ``forward`` evaluates it once per value of
+    its inputs, however often the weight is read), :meth:`_right_inverse` (a pre-image of a value
+    on the constraint set) and :meth:`_violation` (what keeps a value off the set), and where it
+    can, :meth:`_project` and :meth:`sample`. The base holds what every parametrization shares:
 
     * the constrained tensor's ``shape``, ``dtype`` and ``device``, which follow the module
       through ``.to()``, ``.double()``, ``to_empty()`` and the like (an empty tensor that is
@@ -23,7 +28,11 @@ class Parametrization(nn.Module):
       ``label`` naming module and tensor in every message;
     * a validating :meth:`right_inverse`: the assigned value must be a finite tensor of the
       right shape before the subclass sees it (torch checks the shape only afterwards, and not at
-      all for ``unsafe=True`` registrations);
+      all for ``unsafe=True`` registrations), and it must satisfy the constraint: an assignment
+      off it raises a ``ValueError`` saying which property fails and by how much. Inside
+      :meth:`projecting` (registration, re-initialisation) a value off the set is projected onto
+      it instead, and a value on it is kept as it is. (Classes whose ``_right_inverse`` accepts
+      any value, like torch's ``orthogonal``, set :attr:`projects_assignments`.)
     * hooks that registration and training call on every parametrization instead of asking for
       its class: :meth:`legacy_state_keys`, :attr:`can_rebase` with :meth:`rebase_`, and
       :meth:`reinitialize_`.
@@ -37,14 +46,27 @@ class Parametrization(nn.Module):
 
     Example:
         >>> class Positive(Parametrization):
-        ...     def forward(self, X):
+        ...     def _evaluate(self, X):
         ...         return X.exp()
         ...     def _right_inverse(self, value):
         ...         return value.log()
+        ...     def _violation(self, value, atol):
+        ...         if value.min() <= 0:
+        ...             return f"its smallest entry is {value.min():.3g}, not positive"
+        ...         return None
         >>> param = Positive(torch.Size([2]), label="a tensor")
         >>> param(param.right_inverse(torch.tensor([1.0, 2.0])))
         tensor([1., 2.])
+        >>> param.right_inverse(torch.tensor([1.0, -2.0]))
+        Traceback (most recent call last):
+          ...
+        ValueError: a tensor: cannot assign a value off the constraint: its smallest entry ...
     """
+
+    #: Whether :meth:`_right_inverse` takes any value and maps it onto the set itself (torch's
+    #: ``orthogonal`` orthogonalises what is assigned; weight and spectral norm accept anything).
+    #: Otherwise the base refuses values off the set, or projects them inside :meth:`projecting`.
+    projects_assignments: bool = False
 
     def __init__(
         self,
@@ -58,6 +80,7 @@ class Parametrization(nn.Module):
         self.shape = None if shape is None else torch.Size(shape)
         self.label = label
         self._like = torch.empty(0, dtype=dtype, device=device)
+        self._projecting = False
 
     def _apply(self, fn, recurse: bool = True):
         # Every dtype or device conversion of a module (.to, .double, .cuda, to_empty, ...)
@@ -76,15 +99,70 @@ class Parametrization(nn.Module):
         """The device of the constrained tensor."""
         return self._like.device
 
+    def forward(self, *X: Tensor) -> Tensor:
+        """The constrained tensor for the unconstrained ``X``.
+
+        Evaluated once per value of ``X`` and of the buffers, however often the weight is read
+        (see :func:`geoparam.caching`).
+        """
+        return cached_evaluation(self, self._evaluate, X)
+
+    def _evaluate(self, *X: Tensor) -> Tensor:
+        """The map itself, without reuse: what :class:`Product` composes."""
+        raise NotImplementedError(f"{self.label}: {type(self).__name__} defines no map.")
+
     def right_inverse(self, value: Tensor) -> Tensor | tuple[Tensor, ...]:
-        """Check ``value`` (a finite tensor of this shape), then return its pre-image.
+        """Check ``value`` (a finite tensor of this shape, on the set), then return its pre-image.
+
+        Inside :meth:`projecting`, a value off the set is projected onto it first.
 
         Raises:
             geoparam.errors.NotATensorError: ``value`` is not a tensor.
-            ValueError: ``value`` has the wrong shape or non-finite entries.
+            ValueError: ``value`` has the wrong shape or non-finite entries, or (outside
+                :meth:`projecting`) does not satisfy the constraint; the message says which
+                property fails and by how much.
         """
         self._check_assignment(value)
+        if not self.projects_assignments and value.device.type != "meta":
+            problem = self._violation(value, None)
+            if problem is not None:
+                if not self._projecting:
+                    raise ValueError(
+                        f"{self.label}: cannot assign a value off the constraint: {problem}."
+                    )
+                value = self._project(value)
         return self._right_inverse(value)
+
+    @contextlib.contextmanager
+    def projecting(self) -> Iterator[None]:
+        """Inside the block, :meth:`right_inverse` projects values off the set instead of refusing.
+
+        Registration uses it (the weight a module was built with is kept when it satisfies the
+        constraint and projected otherwise, never resampled), and so does re-initialisation.
+        """
+        previous, self._projecting = self._projecting, True
+        try:
+            yield
+        finally:
+            self._projecting = previous
+
+    def project(self, value: Tensor) -> Tensor:
+        """A point of the set close to ``value`` (``value`` itself when it is on the set).
+
+        Raises:
+            ValueError: ``value`` has the wrong shape or non-finite entries.
+            NotImplementedError: the parametrization has no projection.
+        """
+        self._check_assignment(value)
+        if self._violation(value, None) is None:
+            return value
+        return self._project(value)
+
+    def _project(self, value: Tensor) -> Tensor:
+        raise NotImplementedError(
+            f"{self.label}: {type(self).__name__} cannot project a value onto its set; assign a "
+            "value that satisfies the constraint."
+        )
 
     def _check_assignment(self, value: Tensor) -> None:
         check_assignment(value, self.shape, self.label)
@@ -103,12 +181,24 @@ class Parametrization(nn.Module):
         raise NotImplementedError(f"{self.label}: {type(self).__name__} has no sample().")
 
     def in_manifold(self, value: Tensor, atol: float | None = None) -> bool:
-        """Whether ``value`` has this shape and satisfies the constraint (within ``atol``)."""
+        """Whether ``value`` has this shape and satisfies the constraint (within ``atol``).
+
+        Without ``atol``, each constraint's own tolerance for values of ``value``'s dtype (the one
+        that decides whether a weight is kept at registration).
+        """
         if self.shape is not None and value.shape != self.shape:
             return False
         return self._in_manifold(value, atol)
 
     def _in_manifold(self, value: Tensor, atol: float | None) -> bool:
+        return self._violation(value, atol) is None
+
+    def _violation(self, value: Tensor, atol: float | None) -> str | None:
+        """What keeps ``value`` (of the right shape) off the set, and by how much, or ``None``.
+
+        E.g. ``"its smallest singular value is 0.62, below 1 - lam = 0.9"``. ``atol=None`` means
+        the constraint's default tolerance for ``value``'s dtype.
+        """
         raise NotImplementedError(f"{self.label}: {type(self).__name__} has no in_manifold().")
 
     def legacy_state_keys(self) -> dict[str, str | None]:
@@ -126,13 +216,24 @@ class Parametrization(nn.Module):
         """Whether :meth:`rebase_` can fold the current value into a base (``update_base``)."""
         return False
 
-    def rebase_(self, X: Tensor) -> Tensor:
+    def rebase_(self, *X: Tensor) -> Tensor | tuple[Tensor, ...]:
         """Fold the map's current value at ``X`` into a base; return the new unconstrained value.
+
+        For a parametrization of several tensors (a :class:`Product`), ``X`` holds all of them and
+        the result is a tuple, one new value for each.
 
         Raises:
             RuntimeError: the parametrization has no base (see :attr:`can_rebase`).
         """
         raise RuntimeError(f"{self.label}: {type(self).__name__} has no base to re-base.")
+
+    def stack_after_(self, value: Tensor) -> None:
+        """Prepare to map the output of another parametrization, ``value``, registered before.
+
+        torch calls :meth:`right_inverse` of a tensor's first parametrization only; a later one
+        starts from its identity (an orthogonal map's base becomes ``I``). Default: nothing to
+        prepare.
+        """
 
     def reinitialize_(self, value: Tensor) -> None:
         """Refresh state that depends on the value (e.g. singular vectors) after it was drawn anew.

@@ -218,7 +218,7 @@ def _evaluate_watched(
     owner = compute.__self__
     name = names.get(owner, getattr(owner, "label", type(owner).__name__))
     parts = [(f"unconstrained tensor {i}", x) for i, x in enumerate(inputs)]
-    parts += [(f"buffer {key}", b) for key, b in owner._buffers.items() if b is not None]
+    parts += [(f"buffer {key}", b) for key, b in owner.named_buffers()]
     for what, tensor in parts:
         _raise_if_nonfinite(tensor, f"{name}: its {what}")
     names_kept, _state.watched = names, None  # the evaluation itself, unwatched
@@ -330,7 +330,8 @@ def cached_evaluation(
     ):
         return _evaluate(compute, inputs)
 
-    buffers = tuple(b for b in owner._buffers.values() if b is not None)
+    # A product of spaces keeps its factors' buffers (their bases) in submodules.
+    buffers = tuple(owner.buffers())
     tensors = (*inputs, *buffers)
     with_graph = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
     flags = (torch.is_inference_mode_enabled(), id(current) if side_effects else None)

@@ -45,6 +45,8 @@ class WeightNorm(Parametrization):
         (torch.Size([4, 1]), torch.Size([4, 3]))
     """
 
+    projects_assignments = True  # every finite tensor is a value it takes
+
     def __init__(
         self,
         dim: int | None = 0,
@@ -135,6 +137,7 @@ class SpectralNorm(Parametrization):
 
     _u: Tensor
     _v: Tensor
+    projects_assignments = True  # any weight is normalised, as in torch
 
     def __init__(
         self,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import enum
 
 import torch
 from torch import Tensor
@@ -21,13 +21,21 @@ from ..linalg import (
 )
 from ..linalg._precision import working_dtype
 from ._base import Parametrization
-from ._reuse import cached_evaluation
 from ._validation import check_finite, check_is_tensor
 
 __all__ = ["ORTHOGONAL_MAPS", "Orthogonal", "OrthogonalMap"]
 
-OrthogonalMap = Literal["matrix_exp", "cayley", "householder"]
-ORTHOGONAL_MAPS: tuple[str, ...] = ("matrix_exp", "cayley", "householder")
+
+class OrthogonalMap(str, enum.Enum):
+    """The maps onto orthogonal matrices: the one list of their names (a ``str`` each)."""
+
+    MATRIX_EXP = "matrix_exp"
+    CAYLEY = "cayley"
+    HOUSEHOLDER = "householder"
+
+
+#: The names of the orthogonal maps, in their order of :class:`OrthogonalMap`.
+ORTHOGONAL_MAPS: tuple[str, ...] = tuple(member.value for member in OrthogonalMap)
 
 
 def _column_signs(X: Tensor) -> Tensor:
@@ -88,11 +96,12 @@ class Orthogonal(Parametrization):
     """
 
     base: Tensor | None
+    projects_assignments = True  # torch's orthogonal orthogonalises what is assigned
 
     def __init__(
         self,
         shape: torch.Size,
-        orthogonal_map: OrthogonalMap,
+        orthogonal_map: OrthogonalMap | str,
         *,
         use_trivialization: bool = True,
         label: str | None = None,
@@ -100,7 +109,7 @@ class Orthogonal(Parametrization):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__(shape, label=label or "the orthogonal tensor", dtype=dtype, device=device)
-        self.orthogonal_map = orthogonal_map
+        self.orthogonal_map = OrthogonalMap(orthogonal_map).value
         if use_trivialization:
             self.register_buffer("base", None)
 
@@ -118,10 +127,6 @@ class Orthogonal(Parametrization):
         return (
             f"orthogonal_map={self.orthogonal_map!r}, use_trivialization={self.use_trivialization}"
         )
-
-    def forward(self, X: Tensor) -> Tensor:
-        # Evaluated once per value of X and of the base, however often the weight is read.
-        return cached_evaluation(self, self._evaluate, (X,))
 
     def _evaluate(self, X: Tensor) -> Tensor:
         transposed = X.size(-2) < X.size(-1)
@@ -215,6 +220,10 @@ class Orthogonal(Parametrization):
             Q = qr_positive(torch.cat([Q, fill], dim=-1))
         self.base = Q.to(dtype)
         return _identity_point(Q_init).to(dtype)
+
+    def stack_after_(self, value: Tensor) -> None:
+        """After another parametrization, the map starts from the identity base."""
+        self.reset_base_(value)
 
     @torch.no_grad()
     def reset_base_(self, like: Tensor) -> None:

@@ -1,0 +1,3 @@
+"""Front doors of the stable family (being written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,90 @@
+"""Front doors of orthonormal frames: orthogonal and unitary weights (a drop-in for torch's)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..manifolds import ORTHOGONAL_MAPS, Orthogonal, OrthogonalMap
+from ._front import attach, label, tensor_to_constrain
+
+__all__ = ["orthogonal"]
+
+
+def orthogonal(
+    module: nn.Module,
+    name: str = "weight",
+    orthogonal_map: OrthogonalMap | str | None = None,
+    *,
+    use_trivialization: bool = True,
+) -> nn.Module:
+    r"""Constrain ``module.<name>`` to be orthogonal (real) or unitary (complex).
+
+    A weight ``Q`` of shape ``(..., m, n)`` satisfies ``QᴴQ = I`` if ``m >= n`` and ``QQᴴ = I``
+    otherwise; leading dimensions are a batch. A drop-in for
+    :func:`torch.nn.utils.parametrizations.orthogonal`: same arguments, defaults, exception types
+    (with messages that name the module and tensor) and ``state_dict`` keys, so checkpoints load
+    in either library. See
+    :class:`geoparam.manifolds.Orthogonal` for the maps.
+
+    The initial value is the current weight when it is already orthogonal and its QR
+    orthogonalisation (with ``diag(R) >= 0``) otherwise; the weight is never resampled. (As in
+    torch, ``"matrix_exp"`` and ``"cayley"`` without trivialization cannot be inverted: there the
+    stored tensor is the map's input and the weight starts at its image.) Unlike
+    torch, the Householder map keeps every column sign at ``±1`` under weight decay.
+
+    Args:
+        module: the module holding the tensor.
+        name: the tensor's name. Default: ``"weight"``.
+        orthogonal_map: ``"matrix_exp"``, ``"cayley"`` or ``"householder"``. Default:
+            ``"matrix_exp"`` for a square or complex weight, ``"householder"`` otherwise.
+        use_trivialization: keep a base ``B`` so that ``Q = B · φ(X)`` (dynamic
+            trivialization). Default: ``True``.
+
+    Returns:
+        ``module``, with the parametrization registered.
+
+    Raises:
+        ValueError: no tensor called ``name``; a tensor with fewer than two dimensions; an
+            unknown map; the Householder map on a complex tensor. Each message contains torch's
+            wording for the same case.
+        UnsupportedDtypeError: an integer tensor.
+        NotAModuleError, InvalidNameError: ``module`` or ``name`` of the wrong type.
+
+    The exception classes of :mod:`geoparam.errors` derive from every type torch raises for the
+    same input.
+
+    Example:
+        >>> layer = orthogonal(nn.Linear(20, 40))
+        >>> Q = layer.weight
+        >>> torch.allclose(Q.T @ Q, torch.eye(20), atol=1e-5)
+        True
+    """
+    weight = tensor_to_constrain(module, name, "orthogonal")
+    where = label(module, name)
+    if weight.ndim < 2:
+        raise ValueError(
+            f"orthogonal: {where} has shape {tuple(weight.shape)}: Expected a matrix or batch of "
+            f"matrices. Got a tensor of {weight.ndim} dimensions."
+        )
+    if orthogonal_map is None:
+        square = weight.size(-2) == weight.size(-1)
+        orthogonal_map = "matrix_exp" if square or weight.is_complex() else "householder"
+    if orthogonal_map not in ORTHOGONAL_MAPS:
+        names = ", ".join(f'"{m}"' for m in ORTHOGONAL_MAPS)
+        raise ValueError(
+            f"orthogonal: {where}: orthogonal_map has to be one of {names}. Got: {orthogonal_map}"
+        )
+    if orthogonal_map == "householder" and weight.is_complex():
+        raise ValueError(
+            f"orthogonal: {where} is {weight.dtype}: The householder parametrization does not "
+            'support complex tensors. Use "matrix_exp" or "cayley".'
+        )
+    parametrization = Orthogonal(
+        weight.shape,
+        orthogonal_map,
+        use_trivialization=use_trivialization,
+        label=where,
+        dtype=weight.dtype,
+        device=weight.device,
+    )
+    return attach(module, name, parametrization)

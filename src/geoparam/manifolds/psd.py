@@ -1,0 +1,3 @@
+"""Parametrizations of the psd family (being written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,156 @@
+"""Spectra: vectors of singular values or eigenvalues, ``s = f(x)`` entry by entry.
+
+The factor that SVD-type and eigen-type products (low rank, fixed rank, almost orthogonal,
+positive definite, ...) use for their diagonal, and the tables of the functions ``f`` they accept
+by name, with their inverses (geotorch's names and constants).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ._base import Parametrization
+
+__all__ = ["BOUNDED_FUNCTIONS", "POSITIVE_FUNCTIONS", "Spectrum", "resolve_function"]
+
+ElementwiseMap = Callable[[Tensor], Tensor]
+FunctionPair = tuple[ElementwiseMap, ElementwiseMap | None]
+
+# softplus + 1e-6, geotorch's default for positive spectra: never exactly zero, so a fixed rank
+# stays fixed and a positive definite matrix stays invertible.
+_SOFTPLUS_FLOOR = 1e-6
+
+
+def _softplus_floor(x: Tensor) -> Tensor:
+    return F.softplus(x) + _SOFTPLUS_FLOOR
+
+
+def _softplus_floor_inverse(y: Tensor) -> Tensor:
+    # softplus⁻¹(z) = z + log(1 - exp(-z)), written with expm1 to stay accurate for small z.
+    z = (y - _SOFTPLUS_FLOOR).clamp_min(torch.finfo(y.dtype).tiny)
+    return z + torch.log(-torch.expm1(-z))
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+def _scaled_sigmoid(x: Tensor) -> Tensor:
+    return torch.tanh(x / 2)  # 2·sigmoid(x) - 1
+
+
+def _scaled_sigmoid_inverse(y: Tensor) -> Tensor:
+    return 2 * torch.atanh(y)
+
+
+#: Maps onto the positive reals (fixed rank, positive definite, GL⁺, SL): name -> (f, f⁻¹).
+POSITIVE_FUNCTIONS: dict[str, FunctionPair] = {
+    "softplus": (_softplus_floor, _softplus_floor_inverse),
+    "exp": (torch.exp, torch.log),
+}
+#: Maps onto [-1, 1] (almost orthogonal: singular values 1 + λ f(x)): name -> (f, f⁻¹).
+BOUNDED_FUNCTIONS: dict[str, FunctionPair] = {
+    "sin": (torch.sin, torch.asin),
+    "tanh": (torch.tanh, torch.atanh),
+    "scaled_sigmoid": (_scaled_sigmoid, _scaled_sigmoid_inverse),
+}
+
+
+def resolve_function(
+    f: str | ElementwiseMap | tuple[ElementwiseMap, ElementwiseMap],
+    table: dict[str, FunctionPair],
+    label: str,
+) -> FunctionPair:
+    """``(f, f⁻¹)`` from a name of ``table``, a callable (no inverse) or a pair of callables.
+
+    Raises:
+        ValueError: an unknown name, or something that is neither a callable nor a pair.
+    """
+    if isinstance(f, str):
+        if f not in table:
+            names = ", ".join(f'"{name}"' for name in table)
+            raise ValueError(
+                f"{label}: f must be one of {names}, a callable or a pair "
+                f"(f, f_inverse) of callables; got {f!r}."
+            )
+        return table[f]
+    if isinstance(f, tuple) and len(f) == 2 and all(callable(g) for g in f):
+        return f[0], f[1]
+    if callable(f):
+        return f, None
+    raise ValueError(
+        f"{label}: f must be a name, a callable or a pair (f, f_inverse) of callables; got {f!r}."
+    )
+
+
+class Spectrum(Parametrization):
+    r"""A vector of values in an interval, ``s = f(x)`` entry by entry.
+
+    ``f`` maps the reals into ``[low, high]`` (either end may be infinite); its inverse, when
+    given, maps assigned values back. Values outside the interval are off the set and are
+    projected by clamping them just inside it.
+
+    Args:
+        shape: the vector's shape (leading dimensions are a batch).
+        f: the map, and its inverse or ``None`` (assignments then fail). Default: the identity.
+        low, high: the interval that ``f`` maps into. Default: the whole real line.
+        label: how messages name the tensor.
+        dtype, device: the vector's dtype and device.
+
+    Example:
+        >>> s = Spectrum(torch.Size([3]), POSITIVE_FUNCTIONS["exp"], low=0.0, label="s")
+        >>> x = s.right_inverse(torch.tensor([1.0, 2.0, 3.0]))
+        >>> s(x)
+        tensor([1., 2., 3.])
+    """
+
+    def __init__(
+        self,
+        shape: torch.Size,
+        f: FunctionPair = (_identity, _identity),
+        *,
+        low: float = -math.inf,
+        high: float = math.inf,
+        label: str,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        super().__init__(shape, label=label, dtype=dtype, device=device)
+        self.f, self.f_inverse = f
+        self.low, self.high = low, high
+
+    def _evaluate(self, x: Tensor) -> Tensor:
+        return self.f(x)
+
+    def _right_inverse(self, s: Tensor) -> Tensor:
+        if self.f_inverse is None:
+            raise ValueError(
+                f"{self.label}: f has no inverse, so a value cannot be assigned (nor the weight "
+                "kept at registration); pass f as a pair (f, f_inverse)."
+            )
+        return self.f_inverse(s)
+
+    def _violation(self, s: Tensor, atol: float | None) -> str | None:
+        atol = 0.0 if atol is None else atol
+        if s.numel() and float(s.min()) < self.low - atol:
+            return f"its smallest value is {float(s.min()):.4g}, below {self.low:.4g}"
+        if s.numel() and float(s.max()) > self.high + atol:
+            return f"its largest value is {float(s.max()):.4g}, above {self.high:.4g}"
+        return None
+
+    def _project(self, s: Tensor) -> Tensor:
+        # Just inside the interval: the inverse of a bounded f is infinite at its ends.
+        margin = 1e-6 if s.dtype in (torch.float32, torch.bfloat16, torch.float16) else 1e-12
+        width = self.high - self.low
+        inset = margin * (1.0 if math.isinf(width) else width)
+        return s.clamp(self.low + inset, self.high - inset)
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """``f`` of a standard normal vector."""
+        x = torch.randn(self.shape, generator=generator, dtype=self.dtype, device=self.device)
+        return self.f(x)

@@ -1,0 +1,3 @@
+"""Parametrizations of the stable family (being written)."""
+
+__all__: list[str] = []
