@@ -3,6 +3,7 @@
 from .cayley import cayley
 from .expm import expm_skew
 from .householder import householder_product, householder_square
+from .lyapunov import solve_lyapunov
 from .orthogonalize import householder_reflectors, is_orthogonal, polar, qr_positive
 from .power import power_iteration_
 from .stiefel import stiefel_cayley, stiefel_expm
@@ -17,6 +18,7 @@ __all__ = [
     "polar",
     "power_iteration_",
     "qr_positive",
+    "solve_lyapunov",
     "stiefel_cayley",
     "stiefel_expm",
 ]
