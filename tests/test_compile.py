@@ -367,6 +367,17 @@ def test_independent_blocks_compiled_separately_share_one_graph(kind):
     assert counters["stats"]["unique_graphs"] == 1
 
 
+def test_a_sibling_with_another_constrained_tensor_does_not_break_compilation():
+    # Modules of one plain class share a parametrized class, which then has a property for
+    # every tensor name constrained in any of them: here `bias`, plain in the compiled block.
+    sibling = geoparam.sphere(nn.Linear(4, 4), "bias")
+    block = Block(geoparam.orthogonal)
+    x = torch.randn(2, 4)
+    compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), block(x))
+    assert torch.allclose(sibling.bias.norm(), torch.tensor(1.0))
+
+
 # --------------------------------------------------------------------------------------------
 # torch.export of eval-mode models.
 

@@ -113,9 +113,12 @@ def _parametrized_property(name: str) -> property:
     def get(self: nn.Module) -> Tensor:
         parametrizations = self._modules.get("parametrizations")
         if parametrizations is None or name not in parametrizations:
-            if name in self.__dict__:
-                return self.__dict__[name]
-            # Not parametrized in this module: the ordinary lookup (nn.Module.__getattr__).
+            # Not parametrized in this module: where nn.Module keeps it. (Looked up here rather
+            # than by raising AttributeError for nn.Module.__getattr__, which torch.compile does
+            # not follow from inside a property.)
+            for store in (self.__dict__, self._parameters, self._buffers, self._modules):
+                if name in store:
+                    return store[name]
             raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
         if parametrize._cache_enabled:  # inside torch's parametrize.cached()
             if torch._C._get_tracing_state() is not None:
