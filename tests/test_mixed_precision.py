@@ -1,6 +1,6 @@
 """Mixed precision: CPU autocast (bfloat16, float16 with GradScaler) and half-precision parameters.
 
-geoparam evaluates every parametrization with autocast disabled (``_reuse._evaluate``): a
+geoparam evaluates every parametrization with autocast disabled (``_reuse.evaluate``): a
 constrained weight is computed in the precision of its stored tensors, float32 here, whatever
 autocast is active, and the layer that uses it then casts it as autocast decides. So under autocast
 the orthogonality error of the weights stays at float32 rounding (~1e-6), not bfloat16's (~1e-2).

@@ -39,9 +39,18 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-__all__ = ["cached", "cached_evaluation", "caching", "clear_caches", "watching"]
+__all__ = ["cached", "cached_evaluation", "caching", "clear_caches", "evaluate", "watching"]
 
-_state = threading.local()
+
+class _State(threading.local):
+    # Class-level defaults: every thread sees all three attributes from the start, so compiled
+    # code guards on their values, not on whether a thread happened to set them already.
+    enabled: bool = True
+    scope: object | None = None
+    watched: dict | None = None
+
+
+_state = _State()
 # What an entry holds: a value computed without a graph; the first result with a graph (its own,
 # ordinary graph, which the first backward pass through it frees); a _Reusable result.
 _VALUE, _PLAIN, _REUSABLE = "value", "plain", "reusable"
@@ -51,11 +60,11 @@ _CACHE: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary(
 
 
 def _enabled() -> bool:
-    return getattr(_state, "enabled", True)
+    return _state.enabled
 
 
 def _scope() -> object | None:
-    return getattr(_state, "scope", None)
+    return _state.scope
 
 
 @contextlib.contextmanager
@@ -199,8 +208,9 @@ def _states(tensors: tuple[Tensor, ...]) -> list[tuple[int, int]]:
     return [(t._version, t.data_ptr()) for t in tensors]
 
 
-def _evaluate(compute: Callable[..., Tensor], inputs: tuple[Tensor, ...]) -> Tensor:
-    names = getattr(_state, "watched", None)
+def evaluate(compute: Callable[..., Tensor], inputs: tuple[Tensor, ...]) -> Tensor:
+    """``compute(*inputs)`` in the weights' own precision (and watched, inside ``watching``)."""
+    names = _state.watched
     if names is not None:
         return _evaluate_watched(compute, inputs, names)
     # A constraint is evaluated in the weight's own precision, whatever autocast is active: the
@@ -223,7 +233,7 @@ def _evaluate_watched(
         _raise_if_nonfinite(tensor, f"{name}: its {what}")
     names_kept, _state.watched = names, None  # the evaluation itself, unwatched
     try:
-        output = _evaluate(compute, inputs)
+        output = evaluate(compute, inputs)
     finally:
         _state.watched = names_kept
     _raise_if_nonfinite(output, f"{name}: its value (from finite inputs)")
@@ -246,7 +256,7 @@ def watching(names: dict[nn.Module, str]) -> Iterator[None]:
 
     ``names`` maps each parametrization to how the error names it (its place in a model).
     """
-    previous = getattr(_state, "watched", None)
+    previous = _state.watched
     _state.watched = names
     try:
         yield
@@ -271,7 +281,7 @@ class _Reusable(torch.autograd.Function):
     def forward(ctx, compute: weakref.WeakMethod, *inputs: Tensor) -> Tensor:
         leaves = tuple(x.detach().requires_grad_(x.requires_grad) for x in inputs)
         with torch.enable_grad():
-            output = _evaluate(compute(), leaves)
+            output = evaluate(compute(), leaves)
         # Kept as attributes, not saved tensors: the engine frees saved tensors after the first
         # backward pass, while these live as long as the node, i.e. as long as a graph or the
         # cache refers to it. `compute` is a weak method: the module keeps this node through its
@@ -289,7 +299,7 @@ class _Reusable(torch.autograd.Function):
             # A second derivative is asked for: differentiate a fresh evaluation on the real
             # inputs, so that the result is connected to them.
             inputs = [ctx.inputs[i] for i in wanted]
-            output = _evaluate(ctx.compute(), ctx.inputs)
+            output = evaluate(ctx.compute(), ctx.inputs)
             grads = torch.autograd.grad(output, inputs, grad, create_graph=True, allow_unused=True)
         else:
             targets = [leaves[i] for i in wanted]
@@ -328,7 +338,7 @@ def cached_evaluation(
         or torch.jit.is_tracing()
         or _functorch_active()
     ):
-        return _evaluate(compute, inputs)
+        return evaluate(compute, inputs)
 
     # A product of spaces keeps its factors' buffers (their bases) in submodules.
     buffers = tuple(owner.buffers())
@@ -363,17 +373,17 @@ def cached_evaluation(
         type(t) not in (Tensor, nn.Parameter) or t.device.type == "meta" or t.is_inference()
         for t in tensors
     ) or (current is None and not _registered(inputs, buffers)):
-        return _evaluate(compute, inputs)
+        return evaluate(compute, inputs)
 
     if not with_graph:
         kind = _VALUE
         with torch.no_grad():
-            result = _evaluate(compute, inputs)
+            result = evaluate(compute, inputs)
     elif kind is None and not side_effects:
         # The first read with a graph: a plain evaluation, which costs nothing extra when the
         # weight is read once per step (the usual case).
         kind = _PLAIN
-        result = _evaluate(compute, inputs)
+        result = evaluate(compute, inputs)
     else:
         # A second read of the same value (or any read in a scope, for an evaluation with side
         # effects): from now on, one evaluation whose graph survives every backward pass.
