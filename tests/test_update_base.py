@@ -169,3 +169,12 @@ def test_repeated_rebasing_does_not_drift():
         geoparam.update_base(layer)
     base = layer.parametrizations.weight[0].base
     assert (base.T @ base - torch.eye(16)).abs().max() < 1e-5
+
+
+def test_update_base_without_recursion():
+    inner = geoparam.orthogonal(nn.Linear(4, 4))
+    outer = nn.Sequential(inner)
+    outer.weight = nn.Parameter(torch.randn(4, 4))
+    geoparam.orthogonal(outer, "weight")
+    assert geoparam.update_base(outer, name="weight", recurse=False) == 1
+    assert geoparam.update_base(outer, name="weight") == 2

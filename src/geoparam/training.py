@@ -37,6 +37,7 @@ def update_base(
     *,
     optimizer_state: str | None = None,
     name: str | None = None,
+    recurse: bool = True,
 ) -> int:
     r"""Re-base every dynamic trivialization in ``module``: ``B ← B · φ(X)``, ``X ← X₀``.
 
@@ -60,6 +61,7 @@ def update_base(
             coordinates, which change only a little when ``X`` was small) or ``"reset"`` (clear
             it). Default: ``"reset"`` when ``optimizer`` is given, ``"keep"`` otherwise.
         name: re-base only tensors of this name (e.g. ``"weight"``). Default: all.
+        recurse: also re-base the tensors of ``module``'s submodules. Default: ``True``.
 
     Returns:
         The number of constrained tensors re-based.
@@ -88,7 +90,7 @@ def update_base(
     if optimizer_state == "reset" and optimizer is None:
         raise ValueError('update_base: optimizer_state="reset" needs the optimizer.')
     count = 0
-    for submodule in module.modules():
+    for submodule in module.modules() if recurse else (module,):
         if not parametrize.is_parametrized(submodule):
             continue
         for tensor_name, parametrizations in submodule.parametrizations.items():
@@ -152,7 +154,7 @@ def update_base_every(
         ...     optimizer.step()
         ...     optimizer.zero_grad()
         >>> X = layer.parametrizations.weight.original  # just re-based: the map's identity point
-        >>> float(X.tril(-1).abs().max())
+        >>> float(X.detach().tril(-1).abs().max())
         0.0
         >>> handle.remove()
     """

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from ._reuse import cached_evaluation
+from ._reuse import cached_evaluation, evaluate
 from ._validation import check_assignment
 
 __all__ = ["Parametrization"]
@@ -68,6 +68,11 @@ class Parametrization(nn.Module):
     #: Otherwise the base refuses values off the set, or projects them inside :meth:`projecting`.
     projects_assignments: bool = False
 
+    #: Whether an evaluation is reused by later reads of the same value (:func:`geoparam.caching`).
+    #: Maps that cost less than that bookkeeping (entrywise maps, a normalisation) set it to
+    #: ``False`` and are evaluated at every read, as in torch.
+    reuses_evaluations: bool = True
+
     def __init__(
         self,
         shape: torch.Size | None,
@@ -103,8 +108,10 @@ class Parametrization(nn.Module):
         """The constrained tensor for the unconstrained ``X``.
 
         Evaluated once per value of ``X`` and of the buffers, however often the weight is read
-        (see :func:`geoparam.caching`).
+        (see :func:`geoparam.caching`), unless :attr:`reuses_evaluations` is ``False``.
         """
+        if not self.reuses_evaluations:
+            return evaluate(self._evaluate, X)
         return cached_evaluation(self, self._evaluate, X)
 
     def _evaluate(self, *X: Tensor) -> Tensor:

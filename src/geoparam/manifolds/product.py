@@ -81,6 +81,15 @@ class Product(Parametrization):
 
     @torch.no_grad()
     def _right_inverse(self, value: Tensor) -> tuple[Tensor, ...]:
+        try:
+            return self._factor_inputs(value)
+        except NotImplementedError as error:
+            # torch's register_parametrization reads NotImplementedError from right_inverse as
+            # "keep the tensor as it is", which for a product of several stored tensors leaves a
+            # module that cannot evaluate its weight.
+            raise RuntimeError(f"{self.label}: {error}") from error
+
+    def _factor_inputs(self, value: Tensor) -> tuple[Tensor, ...]:
         parts = self._split(value)
         inputs = []
         for factor, part in zip(self.factors, parts, strict=True):

@@ -98,9 +98,11 @@ class Spectrum(Parametrization):
     Args:
         shape: the vector's shape (leading dimensions are a batch).
         f: the map, and its inverse or ``None`` (assignments then fail). Default: the identity.
-        low, high: the interval that ``f`` maps into. Default: the whole real line.
+        low: the lower end of the interval that ``f`` maps into. Default: ``-inf``.
+        high: its upper end. Default: ``inf``.
         label: how messages name the tensor.
-        dtype, device: the vector's dtype and device.
+        dtype: the vector's dtype. Default: torch's default dtype.
+        device: the vector's device. Default: the CPU.
 
     Example:
         >>> s = Spectrum(torch.Size([3]), POSITIVE_FUNCTIONS["exp"], low=0.0, label="s")
@@ -123,6 +125,10 @@ class Spectrum(Parametrization):
         super().__init__(shape, label=label, dtype=dtype, device=device)
         self.f, self.f_inverse = f
         self.low, self.high = low, high
+
+    def extra_repr(self) -> str:
+        name = getattr(self.f, "__name__", type(self.f).__name__).lstrip("_")
+        return f"f={name}, low={self.low:g}, high={self.high:g}"
 
     def _evaluate(self, x: Tensor) -> Tensor:
         return self.f(x)
