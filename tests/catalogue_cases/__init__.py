@@ -1,0 +1,1 @@
+"""Cases of the catalogue tests, one module per family (see ``constraint_testing.py``)."""
