@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..manifolds import ORTHOGONAL_MAPS, Orthogonal, OrthogonalMap
-from ._front import attach, label, tensor_to_constrain
+from ..manifolds import ORTHOGONAL_MAPS, Grassmannian, Orthogonal, OrthogonalMap
+from ._front import attach, constrain, label, tensor_to_constrain
 
-__all__ = ["orthogonal"]
+__all__ = ["grassmannian", "orthogonal"]
 
 
 def orthogonal(
@@ -88,3 +88,44 @@ def orthogonal(
         device=weight.device,
     )
     return attach(module, name, parametrization)
+
+
+def grassmannian(
+    module: nn.Module, name: str = "weight", *, triv: OrthogonalMap | str | None = None
+) -> nn.Module:
+    r"""Constrain ``module.<name>`` to an orthonormal frame that trains as the subspace it spans.
+
+    A weight ``Q`` of shape ``(..., m, n)`` has orthonormal columns (``QᴴQ = I``, ``m >= n``) or
+    rows (``QQᴴ = I``, ``m < n``), as with :func:`orthogonal`, but the point it represents is its
+    span, a point of the Grassmannian ``Gr(max(m, n), min(m, n))``: the parametrization only
+    moves the subspace. With ``X = [X₁; X₂]`` (top ``k x k`` block, bottom block; tall
+    orientation) and the base ``B``, ``Q = B · φ(A)[:, :k]`` with ``A = [[0, -X₂ᴴ], [X₂, 0]]``;
+    ``X₁`` is not read. See :class:`geoparam.manifolds.Grassmannian`. geotorch's
+    ``grassmannian`` with the same maps (``"expm"`` is ``"matrix_exp"`` here).
+
+    The current weight is kept when it has orthonormal columns (rows) and replaced by its polar
+    factor (the nearest such matrix, with the same span) otherwise; it is never resampled.
+    ``update_base`` folds the motion into ``B`` and resets ``X`` to ``0``.
+
+    Args:
+        module: the module holding the tensor.
+        name: the tensor's name. Default: ``"weight"``.
+        triv: ``"matrix_exp"`` or ``"cayley"`` (real or complex tensors). Default:
+            ``"cayley"``, the faster one (geotorch's default is the exponential).
+
+    Returns:
+        ``module``, with the parametrization registered.
+
+    Raises:
+        ValueError: no tensor called ``name``, or one with NaN or Inf; fewer than two
+            dimensions; an unknown map or ``"householder"`` (it parametrizes frames, not
+            subspaces).
+        TypeError: ``triv`` is not a string.
+
+    Example:
+        >>> layer = grassmannian(nn.Linear(3, 8))
+        >>> Q = layer.weight
+        >>> torch.allclose(Q.T @ Q, torch.eye(3), atol=1e-5)
+        True
+    """
+    return constrain(module, name, "grassmannian", Grassmannian, triv=triv)
