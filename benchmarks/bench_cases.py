@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,11 +31,13 @@ except ImportError:  # geotorch is an optional baseline (pip install geoparam[be
     geotorch = None
 
 __all__ = [
+    "CATALOGUE",
     "COMPILED",
     "EVAL",
     "FORWARD",
     "FORWARD_BACKWARD",
     "LIBRARIES",
+    "RIGHT_INVERSE",
     "STEP_MODES",
     "TRAIN_STEP",
     "Case",
@@ -53,8 +56,12 @@ FORWARD_BACKWARD = "fwd+bwd"
 TRAIN_STEP = "train step"
 COMPILED = "compiled fwd+bwd"
 EVAL = "eval forward"
+RIGHT_INVERSE = "right inverse"
 # Modes timed through the contender's own `step` callable (the others read `module.weight`).
-STEP_MODES = (TRAIN_STEP, COMPILED, EVAL)
+STEP_MODES = (TRAIN_STEP, COMPILED, EVAL, RIGHT_INVERSE)
+
+CATALOGUE = "catalogue"
+"""The family of the rows that time geoparam's constraint catalogue against geotorch."""
 
 # Above this many rows, torch's float64 n x n route for a tall matrix_exp/cayley weight takes
 # minutes (the backward exponentiates a 2n x 2n block), so the reference uses the exact
@@ -74,12 +81,12 @@ class Contender:
         params: the unconstrained tensors behind the weight, whose gradients are checked.
         step: for the modes of :data:`STEP_MODES`, the call to time (an optimisation step
             returning the loss, a compiled forward+backward returning the weight, an inference
-            forward).
+            forward, an assignment of the weight).
     """
 
     module: nn.Module
     params: list[Tensor]
-    step: Callable[[], Tensor] | None = None
+    step: Callable[[], Tensor | None] | None = None
 
 
 @dataclass
@@ -476,6 +483,419 @@ def _torch_freeze(model: nn.Module) -> None:
                 parametrize.remove_parametrizations(module, name)
 
 
+# The constraint catalogue against geotorch: each constraint on one weight, in both libraries.
+
+# Registration leaves every map at its chart's centre (geotorch's skew generators are 0 there),
+# where a matrix exponential costs next to nothing. Both libraries start from the same weight
+# and take these Adam steps on the same loss, which move their generators to ‖A‖₂ of order 1
+# (geotorch's low_rank at 256 x 256: 1.08), a point a few steps of training reach, before
+# anything is timed.
+CATALOGUE_STEPS = 5
+CATALOGUE_LR = 1e-2
+
+# geotorch's alpha_stable right inverse solves an n² × n² float32 linear system; past this size
+# (n = 256 needs 16 GiB) it is killed for memory, so it is not run.
+_LYAPUNOV_LIMIT_BYTES = 4 * 2**30
+
+
+@dataclass(frozen=True)
+class _Constraint:
+    """A catalogue constraint as both libraries call it, a point on its set and an oracle.
+
+    Attributes:
+        label: the row's case name.
+        constraint: the front door, spelled the same in geoparam and geotorch.
+        shape: the weight's shape.
+        kwargs: the front door's arguments after the tensor's name, the same for both.
+        point: draws a float64 weight on the set from a generator.
+        violation: how far a float64 weight is off the set, relative to its scale (``inf``
+            where a strict inequality fails); independent of both libraries.
+        measure: what ``violation`` measures, for messages.
+        modes: the modes the row is timed in.
+        tolerance: the largest violation accepted of a library's float32 weight.
+    """
+
+    label: str
+    constraint: str
+    shape: tuple[int, int]
+    kwargs: dict[str, object]
+    point: Callable[[torch.Generator], Tensor]
+    violation: Callable[[Tensor], float]
+    measure: str
+    modes: tuple[str, ...] = (FORWARD, FORWARD_BACKWARD)
+    tolerance: float = 1e-4
+
+    def geotorch_absent(self) -> str | None:
+        """Why geotorch is not run on this constraint, if it is not."""
+        n = self.shape[-1]
+        if self.constraint == "alpha_stable" and 4 * n**4 > _LYAPUNOV_LIMIT_BYTES:
+            return (
+                "geotorch's right inverse solves the Lyapunov equation as one n² × n² linear "
+                f"system, {n * n:,} × {n * n:,} ({4 * n**4 / 2**30:.0f} GiB in float32) at "
+                f"n = {n}: it is killed for memory, so it is not run"
+            )
+        return None
+
+
+def _frame(n: int, k: int, gen: torch.Generator) -> Tensor:
+    """``n x k`` orthonormal columns, Haar distributed (float64)."""
+    Q, R = torch.linalg.qr(torch.randn(n, k, generator=gen, dtype=torch.float64))
+    return Q * R.diagonal().sign()
+
+
+def _uniform(k: int, low: float, high: float, gen: torch.Generator) -> Tensor:
+    return low + (high - low) * torch.rand(k, generator=gen, dtype=torch.float64)
+
+
+def _svd_point(
+    n: int,
+    k: int,
+    rank: int,
+    low: float,
+    high: float,
+    gen: torch.Generator,
+    unit_det: bool = False,
+) -> Tensor:
+    """``U diag(s) Vᵀ`` of the given rank, ``s`` uniform in ``[low, high]``; det > 0 if square."""
+    U, V = _frame(n, rank, gen), _frame(k, rank, gen)
+    s = _uniform(rank, low, high, gen)
+    if unit_det:
+        s = (s.log() - s.log().mean()).exp()
+    if rank == n == k and torch.linalg.det(U) * torch.linalg.det(V) < 0:
+        U[:, 0] = -U[:, 0]
+    return (U * s) @ V.T
+
+
+def _eigen_point(n: int, rank: int, low: float, high: float, gen: torch.Generator) -> Tensor:
+    """``Q diag(λ) Qᵀ`` with ``rank`` eigenvalues uniform in ``[low, high]``, the rest 0."""
+    Q = _frame(n, rank, gen)
+    W = (Q * _uniform(rank, low, high, gen)) @ Q.T
+    return (W + W.T) / 2  # exactly symmetric, before and after the cast to float32
+
+
+def _stable_point(n: int, gen: torch.Generator) -> Tensor:
+    """``S - D``, S skew and D ≻ 0.5 I: the symmetric part -D puts every Re λ at or below -0.5."""
+    X = torch.randn(n, n, generator=gen, dtype=torch.float64) / n**0.5
+    return (X - X.T) / 2 - _eigen_point(n, n, 0.5, 1.5, gen)
+
+
+def _gaussian(n: int, k: int, gen: torch.Generator) -> Tensor:
+    return torch.randn(n, k, generator=gen, dtype=torch.float64) / n**0.5
+
+
+def _skew_point(n: int, gen: torch.Generator) -> Tensor:
+    X = _gaussian(n, n, gen)
+    return (X - X.T) / 2
+
+
+def _symmetric_point(n: int, gen: torch.Generator) -> Tensor:
+    X = _gaussian(n, n, gen)
+    return (X + X.T) / 2
+
+
+def _sphere_point(n: int, k: int, gen: torch.Generator) -> Tensor:
+    X = _gaussian(n, k, gen)
+    return X / torch.linalg.vector_norm(X, dim=-1, keepdim=True)
+
+
+def _rank_violation(W: Tensor, rank: int, fixed: bool) -> float:
+    # σ_{r+1} / σ_1; a fixed rank also needs σ_r > 0.
+    s = torch.linalg.svdvals(W)
+    if fixed and not s[rank - 1] > 0:
+        return math.inf
+    return float(s[rank:].max() / s[0]) if rank < s.numel() else 0.0
+
+
+def _band_violation(W: Tensor, lam: float) -> float:
+    # How far a singular value lies outside [1 - lam, 1 + lam].
+    return max(0.0, float((torch.linalg.svdvals(W) - 1).abs().max()) - lam)
+
+
+def _det_violation(W: Tensor, unit: bool) -> float:
+    # det > 0; for a unit determinant also |log det| / n, the log of the singular values'
+    # geometric mean.
+    sign, logabsdet = torch.linalg.slogdet(W)
+    if not sign > 0:
+        return math.inf
+    return float(logabsdet.abs()) / W.size(-1) if unit else 0.0
+
+
+def _eigen_violation(W: Tensor, rank: int, strict: bool) -> float:
+    # Symmetric, no negative eigenvalue, the n - rank smallest 0 (relative to the largest); a
+    # strict set (definite, fixed rank) also needs the rank-th largest > 0.
+    n = W.size(-1)
+    asymmetry = float(torch.linalg.matrix_norm(W - W.T) / torch.linalg.matrix_norm(W))
+    eigenvalues = torch.linalg.eigvalsh((W + W.T) / 2)
+    top = float(eigenvalues[-1])
+    if not top > 0 or (strict and not eigenvalues[n - rank] > 0):
+        return math.inf
+    tail = float(eigenvalues[: n - rank].abs().max()) if rank < n else 0.0
+    return max(asymmetry, -float(eigenvalues[0]) / top, tail / top)
+
+
+def _orthonormal_violation(W: Tensor) -> float:
+    gram = W.T @ W - torch.eye(W.size(-1), dtype=W.dtype)
+    return float(torch.linalg.matrix_norm(gram, ord=2))
+
+
+def _sphere_violation(W: Tensor) -> float:
+    return float((torch.linalg.vector_norm(W, dim=-1) - 1).abs().max())
+
+
+def _symmetry_violation(W: Tensor, sign: int) -> float:
+    # ‖W - sign·Wᵀ‖ / ‖W‖: sign 1 for symmetric, -1 for skew.
+    return float(torch.linalg.matrix_norm(W - sign * W.T) / torch.linalg.matrix_norm(W))
+
+
+def _stable_violation(W: Tensor, alpha: float) -> float:
+    # How far the largest real part of an eigenvalue lies above -alpha, relative to ‖W‖₂.
+    excess = float(torch.linalg.eigvals(W).real.max()) + alpha
+    return max(0.0, excess) / float(torch.linalg.matrix_norm(W, ord=2))
+
+
+def _catalogue(quick: bool) -> list[_Constraint]:
+    """The catalogue's rows: 256 x 256 float32 weights, rank 64 where a rank applies."""
+    n, r = (16, 4) if quick else (256, 64)
+    k = n // 4
+    square = (n, n)
+    rows = [
+        _Constraint(
+            f"low_rank {n}x{n} rank={r}",
+            "low_rank",
+            square,
+            {"rank": r},
+            partial(_svd_point, n, n, r, 0.5, 1.5),
+            partial(_rank_violation, rank=r, fixed=False),
+            "σ_{r+1} / σ_1",
+        ),
+        _Constraint(
+            f"fixed_rank {n}x{n} rank={r}",
+            "fixed_rank",
+            square,
+            {"rank": r},
+            partial(_svd_point, n, n, r, 0.5, 1.5),
+            partial(_rank_violation, rank=r, fixed=True),
+            "σ_{r+1} / σ_1",
+        ),
+        _Constraint(
+            f"almost_orthogonal {n}x{n} lam=0.5",
+            "almost_orthogonal",
+            square,
+            {"lam": 0.5},
+            partial(_svd_point, n, n, n, 0.6, 1.4),
+            partial(_band_violation, lam=0.5),
+            "distance of a singular value outside [1 - lam, 1 + lam]",
+        ),
+        _Constraint(
+            f"invertible {n}x{n}",
+            "invertible",
+            square,
+            {},
+            partial(_svd_point, n, n, n, 0.5, 2.0),
+            partial(_det_violation, unit=False),
+            "det > 0",
+        ),
+        _Constraint(
+            f"sln {n}x{n}",
+            "sln",
+            square,
+            {},
+            partial(_svd_point, n, n, n, 0.5, 2.0, unit_det=True),
+            partial(_det_violation, unit=True),
+            "|log det| / n",
+        ),
+        _Constraint(
+            f"positive_definite {n}x{n}",
+            "positive_definite",
+            square,
+            {},
+            partial(_eigen_point, n, n, 0.5, 2.0),
+            partial(_eigen_violation, rank=n, strict=True),
+            "asymmetry, negative eigenvalues",
+        ),
+        _Constraint(
+            f"positive_semidefinite {n}x{n}",
+            "positive_semidefinite",
+            square,
+            {},
+            partial(_eigen_point, n, n, 0.1, 2.0),
+            partial(_eigen_violation, rank=n, strict=False),
+            "asymmetry, negative eigenvalues",
+        ),
+        _Constraint(
+            f"positive_semidefinite_low_rank {n}x{n} rank={r}",
+            "positive_semidefinite_low_rank",
+            square,
+            {"rank": r},
+            partial(_eigen_point, n, r, 0.5, 2.0),
+            partial(_eigen_violation, rank=r, strict=False),
+            "asymmetry, negative or tail eigenvalues",
+        ),
+        _Constraint(
+            f"positive_semidefinite_fixed_rank {n}x{n} rank={r}",
+            "positive_semidefinite_fixed_rank",
+            square,
+            {"rank": r},
+            partial(_eigen_point, n, r, 0.5, 2.0),
+            partial(_eigen_violation, rank=r, strict=True),
+            "asymmetry, negative or tail eigenvalues",
+        ),
+        _Constraint(
+            f"grassmannian {n}x{k}",
+            "grassmannian",
+            (n, k),
+            {},
+            partial(_frame, n, k),
+            _orthonormal_violation,
+            "‖WᵀW - I‖₂",
+        ),
+        _Constraint(
+            f"sphere {n}x{n}",
+            "sphere",
+            square,
+            {},
+            partial(_sphere_point, n, n),
+            _sphere_violation,
+            "| ‖row‖ - 1 |",
+        ),
+        _Constraint(
+            f"skew {n}x{n}",
+            "skew",
+            square,
+            {},
+            partial(_skew_point, n),
+            partial(_symmetry_violation, sign=-1),
+            "‖W + Wᵀ‖ / ‖W‖",
+        ),
+        _Constraint(
+            f"symmetric {n}x{n}",
+            "symmetric",
+            square,
+            {},
+            partial(_symmetric_point, n),
+            partial(_symmetry_violation, sign=1),
+            "‖W - Wᵀ‖ / ‖W‖",
+        ),
+    ]
+    for m in (8, 16) if quick else (64, 256):
+        rows.append(
+            _Constraint(
+                f"alpha_stable {m}x{m}",
+                "alpha_stable",
+                (m, m),
+                {"alpha": 1e-3},
+                partial(_stable_point, m),
+                partial(_stable_violation, alpha=1e-3),
+                "(max Re λ + alpha) / ‖W‖₂",
+                modes=(FORWARD, FORWARD_BACKWARD, RIGHT_INVERSE),
+            )
+        )
+    return rows
+
+
+class _Refused(nn.Module):
+    """Stands in for a library that failed to set a row up or to pass its check: every call
+    raises with the reason, so the row's cell reads error (and the run's exit status is 1)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+    @property
+    def weight(self) -> Tensor:
+        raise RuntimeError(self.reason)
+
+    def refuse(self) -> None:
+        """The call of the step modes."""
+        raise RuntimeError(self.reason)
+
+
+def _assign(module: nn.Module, value: Tensor) -> None:
+    """``module.weight = value``: the right inverse, which registration runs too."""
+    module.weight = value
+
+
+def _descend(module: nn.Module, loss_weights: Tensor) -> None:
+    """:data:`CATALOGUE_STEPS` Adam steps on ``(W * loss_weights).sum()``."""
+    optimizer = torch.optim.Adam(module.parameters(), lr=CATALOGUE_LR)
+    for _ in range(CATALOGUE_STEPS):
+        optimizer.zero_grad(set_to_none=True)
+        weight_loss(module.weight, loss_weights).backward()
+        optimizer.step()
+
+
+def _catalogue_contender(
+    library: str,
+    front_door: Callable[..., nn.Module],
+    spec: _Constraint,
+    start: Tensor,
+    loss_weights: Tensor,
+    seed: int,
+) -> Contender:
+    """``library``'s constrained weight at ``start``, moved by the Adam steps, then checked.
+
+    The weight must start at ``start`` and, after the steps, lie on the set by the oracle;
+    otherwise (or if the set-up raises) the contender is :class:`_Refused`.
+    """
+    try:
+        torch.manual_seed(seed)  # geotorch draws a random weight at registration
+        module = front_door(_Holder(start.clone()), "weight", **spec.kwargs)
+        if library == "geotorch" and spec.constraint != "symmetric":
+            # ... and discards the one it was given (except for symmetric): assign it back.
+            module.weight = start
+        with torch.no_grad():
+            drift = float(torch.linalg.matrix_norm(module.weight - start))
+        drift /= float(torch.linalg.matrix_norm(start))
+        if not drift <= 1e-4:
+            raise RuntimeError(f"the weight did not start at the given one (relative {drift:.2g})")
+        _descend(module, loss_weights)
+        with torch.no_grad():
+            violation = spec.violation(module.weight.double())
+        if not violation <= spec.tolerance:
+            raise RuntimeError(
+                f"the weight is off the set after {CATALOGUE_STEPS} Adam steps: {spec.measure} "
+                f"is {violation:.2g}, above {spec.tolerance:g}"
+            )
+    except Exception as exc:
+        refused = _Refused(f"{library} {spec.constraint}: {type(exc).__name__}: {exc}")
+        return Contender(refused, [], refused.refuse)
+    return Contender(module, _unconstrained(module), partial(_assign, module, start))
+
+
+def _catalogue_problem(spec: _Constraint, seed: int) -> Problem:
+    """One constraint in geoparam and geotorch, from the same weight, each library's defaults."""
+    gen = torch.Generator().manual_seed(seed)
+    start = spec.point(gen).to(torch.float32)
+    cotangent = torch.randn(spec.shape, generator=gen)
+    loss_weights = torch.randn(spec.shape, generator=gen)
+    contenders: dict[str, Contender | str] = {"torch": f"torch has no {spec.constraint}"}
+    front_doors: dict[str, Callable[..., nn.Module]] = {}
+    absent = spec.geotorch_absent()
+    if geotorch is None:
+        contenders["geotorch"] = "geotorch is not installed"
+    elif absent is not None:
+        contenders["geotorch"] = absent
+    else:
+        front_doors["geotorch"] = getattr(geotorch, spec.constraint)
+    # geoparam's front door is looked up here, so that a missing one fails its cells only.
+    front_doors["geoparam"] = partial(_geoparam_front_door, spec.constraint)
+    for library, front_door in front_doors.items():
+        contenders[library] = _catalogue_contender(
+            library, front_door, spec, start, loss_weights, seed
+        )
+    # The gradient check against a float64 reference is torch's map's; the libraries'
+    # parametrizations differ here, so each one's weight is checked by the oracle instead.
+    return Problem(
+        {library: contenders[library] for library in LIBRARIES},
+        cotangent,
+        orthogonal=spec.constraint == "grassmannian",
+    )
+
+
+def _geoparam_front_door(constraint: str, *args: object, **kwargs: object) -> nn.Module:
+    return getattr(geoparam, constraint)(*args, **kwargs)
+
+
 def all_cases(quick: bool = False, seed: int = 0) -> list[Case]:
     """Every case of the benchmark, in table order; ``quick`` shrinks every size to a toy one."""
     maps = ORTHOGONAL_MAPS
@@ -611,4 +1031,17 @@ def all_cases(quick: bool = False, seed: int = 0) -> list[Case]:
             {"map": "matrix_exp", "shape": [n, n], "dtype": "float32"},
         )
     )
+
+    # The constraint catalogue against geotorch (torch has none of these constraints).
+    for spec in _catalogue(quick):
+        details = {
+            "constraint": spec.constraint,
+            "shape": list(spec.shape),
+            "dtype": "float32",
+            **spec.kwargs,
+            "adam_steps": CATALOGUE_STEPS,
+            "adam_lr": CATALOGUE_LR,
+        }
+        build = partial(_catalogue_problem, spec, seed)
+        cases.append(Case(spec.label, CATALOGUE, spec.modes, build, details))
     return cases

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 import geoparam
+from bench_cases import CATALOGUE, CATALOGUE_LR, CATALOGUE_STEPS
 
 __all__ = ["COLD", "COLUMNS", "FEW_WARMUPS", "machine_info", "markdown_report"]
 
@@ -207,6 +208,39 @@ def _notes(settings: dict[str, object]) -> list[str]:
     ]
 
 
+def _catalogue_notes(results: list[dict[str, object]]) -> list[str]:
+    """The notes on the constraint catalogue's rows, if the run has any."""
+    rows = [result for result in results if result.get("family") == CATALOGUE]
+    if not rows:
+        return []
+    absent = {
+        result["case"]: result["libraries"]["geotorch"]["na"]
+        for result in rows
+        if "na" in result["libraries"]["geotorch"]
+    }
+    notes = [
+        "Catalogue rows (from `low_rank` to `alpha_stable`): one float32 weight constrained by "
+        "geoparam and by geotorch, each with its own default map (`triv`) and function (`f`); "
+        "torch has none of these constraints (n/a). Both start from the same weight W₀ on the "
+        "set, drawn independently of both libraries (geotorch replaces the weight by a random "
+        "one at registration, so W₀ is assigned back), then take the same "
+        f"{CATALOGUE_STEPS} Adam steps (lr {CATALOGUE_LR:g}) on a fixed loss `(W * G′).sum()`, "
+        "which move each map off its chart's centre, where a matrix exponential costs next to "
+        "nothing; the calls are timed at the point each library reached. right inverse: "
+        "`module.weight = W₀`, what registration runs (for `alpha_stable`, a Lyapunov solve).",
+        "Catalogue checks: the two libraries parametrize each set differently, so their "
+        "gradients are not compared (grad rel. error –). Instead each library's weight must "
+        "start at W₀ and, after the steps, satisfy the constraint by an oracle independent of "
+        "both (singular values, eigenvalues, determinant, norms, computed in float64), within "
+        "1e-4 of the scale; a library that fails reads error. orth. error of `grassmannian`: "
+        "geoparam's weight.",
+    ]
+    if absent:
+        reasons = "; ".join(f"{case}: {reason}" for case, reason in absent.items())
+        notes.append(f"n/a for geotorch in the catalogue: {reasons}.")
+    return notes
+
+
 def markdown_report(
     machine: dict[str, object], settings: dict[str, object], results: list[dict[str, object]]
 ) -> str:
@@ -219,6 +253,6 @@ def markdown_report(
         "|---|---|" + "--:|" * (len(COLUMNS) - 2),
         *(_row(result, warmup) for result in results),
         "",
-        *(f"- {note}" for note in _notes(settings)),
+        *(f"- {note}" for note in _notes(settings) + _catalogue_notes(results)),
     ]
     return "\n".join(lines) + "\n"

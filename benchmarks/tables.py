@@ -10,7 +10,10 @@ about speed comes from it, through two blocks of README.md's "Speed" section, ea
 ``<!-- bench-NAME:start -->`` and ``<!-- bench-NAME:end -->``:
 
 * ``highlights``: one bullet per entry of :data:`HIGHLIGHTS`, quoting the ratios of its rows;
-* ``table``: the whole of results.md (header, table, notes) inside ``<details>``.
+* ``table``: the whole of results.md (header, table, notes) inside ``<details>``;
+* ``catalogue``: geoparam against geotorch on each constraint of :data:`CATALOGUE`
+  (forward+backward, and the right inverse where the table has it); this block is required
+  exactly when results.md has such rows.
 
 The docs page ``docs/benchmarks.md`` includes results.md itself (a ``pymdownx.snippets`` line,
 read when the site is built), so it holds no copy to regenerate; ``--check`` verifies the include.
@@ -28,8 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "CATALOGUE",
     "HIGHLIGHTS",
     "Highlight",
+    "catalogue_table",
     "docs_problems",
     "highlights",
     "main",
@@ -189,6 +194,29 @@ HIGHLIGHTS: tuple[Highlight, ...] = (
 """The README's highlights, in order; each names its rows by case and mode."""
 
 
+CATALOGUE: tuple[str, ...] = (
+    "low_rank",
+    "fixed_rank",
+    "almost_orthogonal",
+    "invertible",
+    "sln",
+    "positive_definite",
+    "positive_semidefinite",
+    "positive_semidefinite_low_rank",
+    "positive_semidefinite_fixed_rank",
+    "grassmannian",
+    "sphere",
+    "skew",
+    "symmetric",
+    "alpha_stable",
+)
+"""The front doors whose rows (cases named ``"<front door> <size> ..."``) the catalogue block
+lists, in table order."""
+
+_CATALOGUE_MODES = ("fwd+bwd", "right inverse")
+_CATALOGUE_START = "<!-- bench-catalogue:start -->"
+
+
 def _cells(line: str) -> list[str]:
     return [cell.strip() for cell in line.strip().strip("|").split("|")]
 
@@ -327,6 +355,52 @@ def highlights(rows: dict[tuple[str, str], Row], chosen: Sequence[Highlight] = H
     return "\n".join(bullets)
 
 
+def _catalogue_rows(rows: dict[tuple[str, str], Row]) -> list[Row]:
+    return [
+        row
+        for (case, mode), row in rows.items()
+        if case.split(" ", 1)[0] in CATALOGUE and mode in _CATALOGUE_MODES
+    ]
+
+
+def _median(row: Row, library: str) -> str:
+    """A library's median from its time cell (``"276 (271)"`` gives ``"276"``), or the cell."""
+    cell = _column(row, f"{library} ms median (min)")
+    median = cell.split(" (", 1)[0]
+    position = LIBRARIES.index(library)
+    cold = _column(row, _CALLS).split(" / ")[position] == _COLD
+    return f"{median} (one cold call)" if cold else median
+
+
+def catalogue_table(rows: dict[tuple[str, str], Row]) -> str:
+    """The catalogue block: per constraint, geoparam's and geotorch's median ms and the ratio.
+
+    Raises:
+        ValueError: if ``rows`` has no row of a :data:`CATALOGUE` constraint.
+    """
+    selected = _catalogue_rows(rows)
+    if not selected:
+        raise ValueError(
+            "results.md has no catalogue row: run the full benchmark, or remove the "
+            "bench-catalogue block from README.md"
+        )
+    lines = [
+        "Forward+backward of one float32 weight unless stated, median ms; speed-up: geotorch's "
+        "time over geoparam's; n/a: see the notes under the full table.",
+        "",
+        "| constraint | geoparam ms | geotorch ms | speed-up |",
+        "|---|--:|--:|--:|",
+    ]
+    for row in selected:
+        name, _, size = row["case"].partition(" ")
+        mode = "" if row["mode"] == "fwd+bwd" else f", {row['mode']}"
+        lines.append(
+            f"| `{name}` {size}{mode} | {_median(row, 'geoparam')} | "
+            f"{_median(row, 'geotorch')} | {_column(row, '× geotorch')} |"
+        )
+    return "\n".join(lines)
+
+
 def table_block(results: str) -> str:
     """The whole of ``results`` inside a collapsed ``<details>``, dated from its header."""
     date = re.search(r"· (\d{4}-\d{2}-\d{2}) \d{2}:\d{2} UTC", results)
@@ -349,8 +423,15 @@ def replace_block(text: str, name: str, content: str) -> str:
 
 
 def render_readme(readme: str, results: str, chosen: Sequence[Highlight] = HIGHLIGHTS) -> str:
-    """``readme`` with its highlights (``chosen``) and table regenerated from ``results``."""
-    text = replace_block(readme, "highlights", highlights(parse_rows(results), chosen))
+    """``readme`` with its highlights (``chosen``), table and catalogue from ``results``.
+
+    The catalogue block is regenerated when results.md has catalogue rows or the README has
+    the block; either without the other is an error (see :func:`catalogue_table`).
+    """
+    rows = parse_rows(results)
+    text = replace_block(readme, "highlights", highlights(rows, chosen))
+    if _catalogue_rows(rows) or _CATALOGUE_START in readme:
+        text = replace_block(text, "catalogue", catalogue_table(rows))
     return replace_block(text, "table", table_block(results))
 
 

@@ -18,9 +18,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 # Rows covering each mode and each kind of contender: a tall map with geotorch, a norm with
-# geotorch n/a, the train step.
+# geotorch n/a, the train step, two catalogue constraints (torch n/a; one with a right inverse).
 # The compiled row is left out: compiling three libraries' losses takes most of a minute.
-FILTERS = ["matrix_exp 64x8", "spectral_norm Linear", "RNN", "MLP"]
+FILTERS = ["matrix_exp 64x8", "spectral_norm Linear", "RNN", "MLP", "sln 16x16", "alpha_stable 8x8"]
 EXPECTED_ROWS = {
     ("orthogonal matrix_exp 64x8", "forward"),
     ("orthogonal matrix_exp 64x8", "fwd+bwd"),
@@ -30,6 +30,11 @@ EXPECTED_ROWS = {
     ("orthogonal RNN cell h=16 T=6, weight read once per step (Adam)", "train step"),
     ("orthogonal MLP 2 x Linear(16) batch 8, parametrized", "eval forward"),
     ("orthogonal MLP 2 x Linear(16) batch 8, frozen (plain weights)", "eval forward"),
+    ("sln 16x16", "forward"),
+    ("sln 16x16", "fwd+bwd"),
+    ("alpha_stable 8x8", "forward"),
+    ("alpha_stable 8x8", "fwd+bwd"),
+    ("alpha_stable 8x8", "right inverse"),
 }
 
 
@@ -191,11 +196,14 @@ def test_quick_run_json(quick_run):
     for result in report["results"]:
         libraries = result["libraries"]
         assert set(libraries) == {"geoparam", "torch", "geotorch"}
-        assert result["speedup_vs_torch"] > 0
-        assert result["speedup_vs_torch_min"] > 0
+        catalogue = result["family"] == "catalogue"
+        # The catalogue's peer is geotorch (torch has none of its constraints).
+        peer = "geotorch" if catalogue else "torch"
+        assert result[f"speedup_vs_{peer}"] > 0
+        assert result[f"speedup_vs_{peer}_min"] > 0
         for name, entry in libraries.items():
             if "na" in entry:
-                assert name == "geotorch"
+                assert name == ("torch" if catalogue else "geotorch")
                 continue
             assert entry["error"] is None, (result["case"], name, entry["error"])
             assert 1 <= entry["reps"] <= report["settings"]["reps"]
@@ -209,7 +217,7 @@ def test_quick_run_json(quick_run):
             assert all(math.isfinite(t) and t > 0 for t in times)
             if result["family"] == "orthogonal":
                 assert entry["orth_error"] < 1e-4
-            if result["mode"] == "fwd+bwd":
+            if result["mode"] == "fwd+bwd" and not catalogue:
                 assert entry["grad_rel_error"] < 1e-3
             if result["mode"] == "train step":
                 assert math.isfinite(entry["first_loss"])
@@ -246,6 +254,7 @@ def test_quick_run_prints_the_written_table(quick_run):
             assert ("(" in cell) == (entry["reps"] > 1), cell
     assert "after 3 untimed warm-up calls each" in stdout
     assert "round r starts with the (r mod L)-th" in stdout
+    assert "- Catalogue checks: " in stdout
 
 
 @pytest.mark.parametrize("orthogonal_map", ["matrix_exp", "cayley"])
@@ -270,3 +279,135 @@ def test_low_rank_reference_is_torch_map(orthogonal_map, shape):
     (grad_actual,) = torch.autograd.grad((actual * G).sum(), X)
     torch.testing.assert_close(grad_actual, grad_expected, rtol=1e-9, atol=1e-9)
     assert torch.allclose(cases.skew_spectral_norm(X), torch.linalg.matrix_norm(A, ord=2))
+
+
+def _catalogue_spec(constraint: str, quick: bool = True):
+    cases = _load_cases()
+    return next(spec for spec in cases._catalogue(quick) if spec.constraint == constraint)
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_catalogue_rows_name_every_constraint_of_tables_py(quick):
+    # tables.py finds the catalogue's rows by the case name's first word.
+    constraints = {spec.constraint for spec in _load_cases()._catalogue(quick)}
+    assert constraints == set(load_standalone("tables.py").CATALOGUE)
+    labels = [case.name for case in _load_cases().all_cases(quick) if case.family == "catalogue"]
+    assert {label.split(" ")[0] for label in labels} == constraints
+    assert len(labels) == len(set(labels)) == len(constraints) + 1  # alpha_stable: two sizes
+
+
+def test_catalogue_points_lie_on_their_sets_and_the_oracles_see_the_rest():
+    generator = torch.Generator().manual_seed(0)
+    for spec in _load_cases()._catalogue(quick=True):
+        point = spec.point(generator)
+        assert point.shape == spec.shape and point.dtype == torch.float64
+        assert spec.violation(point) < 1e-10, spec.label
+        assert spec.violation(point.float().double()) < spec.tolerance, spec.label
+        # Off the set: a full-rank, non-symmetric, badly scaled weight, and (for the sign of
+        # the determinant) one with a row negated.
+        off = 3 * point + torch.randn(spec.shape, generator=generator, dtype=torch.float64)
+        flipped = point.clone()
+        flipped[0] = -flipped[0]
+        assert max(spec.violation(off), spec.violation(flipped)) > spec.tolerance, spec.label
+
+
+def test_geotorch_is_not_run_on_an_n2_by_n2_lyapunov_system_that_cannot_fit():
+    assert _catalogue_spec("alpha_stable", quick=True).geotorch_absent() is None
+    full = [s for s in _load_cases()._catalogue(quick=False) if s.constraint == "alpha_stable"]
+    assert [spec.shape for spec in full] == [(64, 64), (256, 256)]
+    assert full[0].geotorch_absent() is None
+    assert "killed for memory" in full[1].geotorch_absent()
+    assert "65,536 × 65,536" in full[1].geotorch_absent()
+
+
+def _holder_only(module, name, **kwargs):
+    # A "front door" that constrains nothing: the weight is kept, then trained off the set.
+    return module
+
+
+def _resampling(module, name, **kwargs):
+    # A "front door" that replaces the weight, as geotorch's do, and is not assigned it back.
+    with torch.no_grad():
+        module.weight.normal_()
+    return module
+
+
+@pytest.mark.parametrize(
+    ("front_door", "message"),
+    [(_holder_only, "off the set after 5 Adam steps"), (_resampling, "did not start")],
+)
+def test_a_catalogue_contender_off_its_set_or_start_reads_error(front_door, message):
+    cases = _load_cases()
+    spec = _catalogue_spec("low_rank")
+    generator = torch.Generator().manual_seed(0)
+    start = spec.point(generator).float()
+    loss_weights = torch.randn(spec.shape, generator=generator)
+    contender = cases._catalogue_contender(
+        "geoparam", front_door, spec, start, loss_weights, seed=0
+    )
+    with pytest.raises(RuntimeError, match=message):
+        _ = contender.module.weight
+    with pytest.raises(RuntimeError, match=message):
+        contender.step()
+
+
+def test_a_catalogue_row_where_geotorch_is_absent_says_why():
+    report = import_with_siblings("bench_report")
+    absent = {"na": "too big"}
+    entry = {"median_ms": 1.0, "min_ms": 1.0, "reps": 1, "warmup_calls": 3, "cold": False}
+    result = {
+        "case": "alpha_stable 256x256",
+        "family": "catalogue",
+        "mode": "right inverse",
+        "libraries": {"geoparam": entry, "torch": {"na": "no"}, "geotorch": absent},
+        "speedup_vs_torch": None,
+        "speedup_vs_geotorch": None,
+    }
+    notes = report._catalogue_notes([result])
+    assert notes[-1] == "n/a for geotorch in the catalogue: alpha_stable 256x256: too big."
+    assert report._catalogue_notes([{**result, "family": "orthogonal"}]) == []
+
+
+CATALOGUE_RESULTS = (
+    "| case | mode | geoparam ms median (min) | torch ms median (min) "
+    "| geotorch ms median (min) | × torch | × geotorch | timed calls geoparam / torch / geotorch "
+    "| orth. error geoparam / torch | grad rel. error geoparam / torch |\n"
+    "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n"
+    "| orthogonal cayley 8x8 | fwd+bwd | 1.00 (0.90) | 2.00 (1.50) | 3.00 | 2 | 3 | 15 / 15 / 1* "
+    "| – | – |\n"
+    "| low_rank 8x8 rank=2 | forward | 1.00 (0.90) | n/a | 3.00 (2.00) | – | 3 | 15 / – / 15 "
+    "| – | – |\n"
+    "| low_rank 8x8 rank=2 | fwd+bwd | 1.00 (0.90) | n/a | 4.00 | – | 4 | 15 / – / 1* | – | – |\n"
+    "| alpha_stable 256x256 | right inverse | 30.0 (29.0) | n/a | n/a | – | – | 15 / – / – "
+    "| – | – |\n"
+    "\n- notes\n"
+)
+
+
+def test_the_catalogue_table_lists_fwd_bwd_and_right_inverse_rows():
+    tables = load_standalone("tables.py")
+    table = tables.catalogue_table(tables.parse_rows(CATALOGUE_RESULTS)).splitlines()
+    assert table[2:] == [
+        "| constraint | geoparam ms | geotorch ms | speed-up |",
+        "|---|--:|--:|--:|",
+        "| `low_rank` 8x8 rank=2 | 1.00 | 4.00 (one cold call) | 4 |",
+        "| `alpha_stable` 256x256, right inverse | 30.0 | n/a | – |",
+    ]
+
+
+def test_the_readme_has_a_catalogue_block_exactly_when_results_have_catalogue_rows():
+    tables = load_standalone("tables.py")
+    blocks = (
+        "<!-- bench-highlights:start -->\n<!-- bench-highlights:end -->\n"
+        "<!-- bench-table:start -->\n<!-- bench-table:end -->\n"
+    )
+    catalogue = "<!-- bench-catalogue:start -->\nstale\n<!-- bench-catalogue:end -->\n"
+    rendered = tables.render_readme(blocks + catalogue, CATALOGUE_RESULTS, [])
+    assert "| `low_rank` 8x8 rank=2 | 1.00 |" in rendered and "stale" not in rendered
+    with pytest.raises(ValueError, match="bench-catalogue"):
+        tables.render_readme(blocks, CATALOGUE_RESULTS, [])  # results have rows, README no block
+    kept = [line for line in CATALOGUE_RESULTS.splitlines() if not line.startswith("| low_rank")]
+    orthogonal_only = "\n".join(line for line in kept if not line.startswith("| alpha"))
+    assert "catalogue" not in tables.render_readme(blocks, orthogonal_only, [])
+    with pytest.raises(ValueError, match="no catalogue row"):
+        tables.render_readme(blocks + catalogue, orthogonal_only, [])
