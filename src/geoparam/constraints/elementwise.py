@@ -57,7 +57,8 @@ def bounded(
     Args:
         module: the module holding the tensor.
         name: the tensor's name. Default: ``"weight"``.
-        low, high: the bounds, finite, with ``low < high``. Default: ``0.0`` and ``1.0``.
+        low: the lower bound, finite and below ``high``. Default: ``0.0``.
+        high: the upper bound, finite. Default: ``1.0``.
 
     Returns:
         ``module``, with the parametrization registered.

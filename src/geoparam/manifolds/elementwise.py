@@ -71,7 +71,8 @@ class Positive(_Entrywise):
         shape: the weight's shape (any).
         f: the map onto the positive reals. Default: ``"softplus"``.
         label: how messages name the tensor, e.g. ``"Linear.weight"``.
-        dtype, device: the weight's dtype (real) and device.
+        dtype: the weight's dtype (real).
+        device: the weight's device.
 
     Raises:
         ValueError: an unknown name ``f``.
@@ -144,9 +145,11 @@ class Bounded(_Entrywise):
 
     Args:
         shape: the weight's shape (any).
-        low, high: the bounds, finite, with ``low < high``. Default: ``0.0`` and ``1.0``.
+        low: the lower bound, finite and below ``high``. Default: ``0.0``.
+        high: the upper bound, finite. Default: ``1.0``.
         label: how messages name the tensor, e.g. ``"Linear.weight"``.
-        dtype, device: the weight's dtype (real) and device.
+        dtype: the weight's dtype (real).
+        device: the weight's device.
 
     Raises:
         ValueError: ``low >= high``, or an infinite bound.
@@ -255,7 +258,8 @@ class Simplex(_Entrywise):
         shape: the weight's shape (at least one dimension).
         dim: the dimension that sums to 1. Default: ``-1``.
         label: how messages name the tensor, e.g. ``"Linear.weight"``.
-        dtype, device: the weight's dtype (real) and device.
+        dtype: the weight's dtype (real).
+        device: the weight's device.
 
     Raises:
         ValueError: ``dim`` out of range, or of size 0.
@@ -373,7 +377,8 @@ class DoublyStochastic(_Entrywise):
         shape: the weight's shape ``(..., n, n)``.
         n_iterations: the number of column-and-row normalisations, at least 1. Default: ``50``.
         label: how messages name the tensor, e.g. ``"Linear.weight"``.
-        dtype, device: the weight's dtype (real) and device.
+        dtype: the weight's dtype (real).
+        device: the weight's device.
 
     Raises:
         ValueError: fewer than 2 dimensions, non-square matrices, or ``n_iterations < 1``.

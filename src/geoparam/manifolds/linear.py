@@ -137,7 +137,8 @@ class Skew(_Mirrored):
         shape: the weight's shape ``(..., n, n)``.
         lower: read the strict lower triangle (else the upper one). Default: ``True``.
         label: how messages name the tensor, e.g. ``"Linear.weight"``.
-        dtype, device: the weight's dtype (real or complex) and device.
+        dtype: the weight's dtype (real or complex).
+        device: the weight's device.
 
     Raises:
         ValueError: fewer than 2 dimensions, or non-square matrices.
@@ -191,7 +192,8 @@ class Symmetric(_Mirrored):
         lower: read the lower triangle (else the upper one). Default: ``True``.
         hermitian: mirror with the conjugate transpose. Default: ``False``.
         label: how messages name the tensor, e.g. ``"Linear.weight"``.
-        dtype, device: the weight's dtype (real or complex) and device.
+        dtype: the weight's dtype (real or complex).
+        device: the weight's device.
 
     Raises:
         ValueError: fewer than 2 dimensions, or non-square matrices.

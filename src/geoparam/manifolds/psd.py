@@ -224,7 +224,8 @@ class PSDLowRank(_EigenProduct):
             ``"householder"`` (real only). Default: ``"householder"`` for a real weight with
             ``r < n`` and ``"cayley"`` otherwise (the fastest measured).
         label: how messages name the tensor.
-        dtype, device: the weight's dtype and device.
+        dtype: the weight's dtype.
+        device: the weight's device.
 
     Raises:
         ValueError: a shape that is not ``(..., n, n)``, a rank outside ``[1, n]``, an unknown
@@ -262,7 +263,8 @@ class PositiveSemidefinite(PSDLowRank):
         shape: the weight's shape ``(..., n, n)``.
         triv: the map of the eigenvector factor. Default: ``"cayley"``.
         label: how messages name the tensor.
-        dtype, device: the weight's dtype and device.
+        dtype: the weight's dtype.
+        device: the weight's device.
 
     Raises:
         ValueError: a shape that is not ``(..., n, n)``, an unknown ``triv``.
@@ -317,7 +319,8 @@ class PSDFixedRank(_EigenProduct):
             Default: ``"softplus"``.
         triv: the map of the eigenvector factor (see :class:`PSDLowRank`).
         label: how messages name the tensor.
-        dtype, device: the weight's dtype and device.
+        dtype: the weight's dtype.
+        device: the weight's device.
 
     Raises:
         ValueError: as :class:`PSDLowRank`, and an unknown name of ``f``.
@@ -364,7 +367,8 @@ class PositiveDefinite(PSDFixedRank):
             Default: ``"softplus"``.
         triv: the map of the eigenvector factor. Default: ``"cayley"``.
         label: how messages name the tensor.
-        dtype, device: the weight's dtype and device.
+        dtype: the weight's dtype.
+        device: the weight's device.
 
     Raises:
         ValueError: a shape that is not ``(..., n, n)``, an unknown ``triv`` or name of ``f``.

@@ -103,7 +103,8 @@ class SphereEmbedded(_FixedNorm):
         shape: the weight's shape (at least one dimension).
         radius: the norm of every vector, a positive number. Default: ``1.0``.
         label: how messages name the tensor, e.g. ``"Linear.weight"``.
-        dtype, device: the weight's dtype and device.
+        dtype: the weight's dtype.
+        device: the weight's device.
 
     Raises:
         ValueError: a 0-d or empty last dimension; ``radius`` not positive or infinite.
@@ -142,7 +143,8 @@ class Oblique(_FixedNorm):
         shape: the weight's shape, at least two dimensions.
         radius: the norm of every column, a positive number. Default: ``1.0``.
         label: how messages name the tensor, e.g. ``"Linear.weight"``.
-        dtype, device: the weight's dtype and device.
+        dtype: the weight's dtype.
+        device: the weight's device.
 
     Raises:
         ValueError: fewer than 2 dimensions or no rows; ``radius`` not positive or infinite.
@@ -192,7 +194,8 @@ class Sphere(_FixedNorm):
         shape: the weight's shape (at least one dimension).
         radius: the norm of every vector, a positive number. Default: ``1.0``.
         label: how messages name the tensor, e.g. ``"Linear.weight"``.
-        dtype, device: the weight's dtype and device.
+        dtype: the weight's dtype.
+        device: the weight's device.
 
     Raises:
         ValueError: a 0-d or empty last dimension; ``radius`` not positive or infinite.

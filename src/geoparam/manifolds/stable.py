@@ -142,7 +142,8 @@ class AlphaStable(Parametrization):
         shape: the weight's shape ``(..., n, n)``; leading dimensions are a batch.
         alpha: the decay rate ``α >= 0``. Default: ``1e-3`` (geotorch's).
         label: how messages name the tensor.
-        dtype, device: the weight's dtype (real or complex) and device.
+        dtype: the weight's dtype (real or complex).
+        device: the weight's device.
 
     Raises:
         ValueError: a shape that is not ``(..., n, n)``; ``alpha`` negative or not finite.
