@@ -13,6 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import geoparam
 from constraint_testing import (
     ATOL,
     Case,
@@ -175,3 +176,14 @@ def test_bad_arguments_are_refused(bad):
     with pytest.raises(bad.error, match=bad.match):
         bad.call(module)
     assert not hasattr(module, "parametrizations"), "a refused call must leave the module alone"
+
+
+@pytest.mark.parametrize("case", _params(CASES))
+def test_meta_device_then_initialised(case: Case):
+    # Built on the meta device (shapes only), then materialised and initialised through the
+    # constraint, as large models are.
+    module = Holder(torch.empty(case.shape, dtype=case.dtype, device="meta"))
+    case.register(module)
+    module.to_empty(device="cpu")
+    geoparam.reset_parametrizations(module)
+    _assert_on_set(case, module.weight, ATOL[case.dtype])

@@ -178,3 +178,14 @@ def test_update_base_without_recursion():
     geoparam.orthogonal(outer, "weight")
     assert geoparam.update_base(outer, name="weight", recurse=False) == 1
     assert geoparam.update_base(outer, name="weight") == 2
+
+
+def test_reset_state_only_of_tensors_that_rebasing_changed():
+    layer = geoparam.low_rank(nn.Linear(6, 6), "weight", 2)
+    optimizer = torch.optim.Adam(layer.parameters())
+    layer.weight.sum().backward()
+    optimizer.step()
+    stored = layer.parametrizations.weight
+    geoparam.update_base(layer, optimizer, optimizer_state="reset")
+    assert stored.original0 not in optimizer.state and stored.original2 not in optimizer.state
+    assert stored.original1 in optimizer.state  # the spectrum has no base: unchanged

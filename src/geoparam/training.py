@@ -47,9 +47,11 @@ def update_base(
     Re-basing folds the current value into the base and resets ``X`` to the point that ``φ``
     sends to the identity, so the weights are unchanged and the next steps start from a small
     ``X``. Every constraint that declares a base is re-based: orthogonal weights, the orthogonal
-    factors of products (low rank, positive definite, ...), spheres, custom group maps. Each base
-    is re-projected onto its set as it is re-based (an orthogonal base onto the orthogonal group,
-    by its polar factor), so repeated re-basing does not drift.
+    factors of products (low rank, positive definite, ...), spheres, custom group maps. Orthogonal
+    bases (also those of products and Grassmannians) and sphere bases are re-projected onto their
+    set as they are re-based (an orthogonal base by its polar factor), so repeated re-basing does
+    not drift; a custom group's base is the plain product ``B · f(X)`` (geoparam knows no
+    projection onto the user's group).
 
     Call it every few hundred steps or every epoch, or let :func:`update_base_every` do it.
 
@@ -57,9 +59,10 @@ def update_base(
         module: a model; constrained tensors without a base are left alone.
         optimizer: the optimizer of the model, needed to reset its state.
         optimizer_state: what happens to the optimizer's per-parameter state (e.g. Adam's
-            moments) of every re-based tensor: ``"keep"`` (as geotorch: the moments are in ``X``'s
-            coordinates, which change only a little when ``X`` was small) or ``"reset"`` (clear
-            it). Default: ``"reset"`` when ``optimizer`` is given, ``"keep"`` otherwise.
+            moments) of every stored tensor that re-basing changes: ``"keep"`` (as geotorch: the
+            moments are in ``X``'s coordinates, which change only a little when ``X`` was small)
+            or ``"reset"`` (clear it). Default: ``"reset"`` when ``optimizer`` is given,
+            ``"keep"`` otherwise.
         name: re-base only tensors of this name (e.g. ``"weight"``). Default: all.
         recurse: also re-base the tensors of ``module``'s submodules. Default: ``True``.
 
@@ -102,6 +105,8 @@ def update_base(
             stored = _stored_tensors(parametrizations)
             new = first.rebase_(*stored)
             for tensor, value in zip(stored, (new,) if torch.is_tensor(new) else new, strict=True):
+                if value is tensor:
+                    continue  # a factor without a base keeps its input (and its moments)
                 tensor.copy_(value)
                 if optimizer_state == "reset":
                     optimizer.state.pop(tensor, None)

@@ -244,11 +244,12 @@ class CustomConstraint(Parametrization):
 
     @torch.no_grad()
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
-        """A random point of ``f``'s image: ``f(Z)`` or, with ``group=True``, ``B · f(Z / √n)``.
+        """A random point of ``f``'s image: ``f(Z)`` or, with ``group=True``, ``f(Z / √n)``.
 
         ``Z`` has independent standard (complex) normal entries, in the weight's shape, dtype and
-        device. For a group, ``Z`` is scaled to ``‖Z / √n‖₂ ≈ 2`` and the point lies near the base
-        ``B`` (``I`` before any assignment), in its coset ``B · G``.
+        device. For a group, ``Z`` is scaled to ``‖Z / √n‖₂ ≈ 2``: a point of the group around
+        ``I`` (not around the current base, which may not be initialised yet, e.g. after
+        ``to_empty()``).
 
         Args:
             generator: the random generator to draw from. Default: torch's global generator.
@@ -256,5 +257,4 @@ class CustomConstraint(Parametrization):
         Z = torch.randn(self.shape, generator=generator, dtype=self.dtype, device=self.device)
         if not self.group:
             return self.f(Z)
-        value = self.f(Z / math.sqrt(self.shape[-1]))
-        return value if self.base is None else self.base @ value
+        return self.f(Z / math.sqrt(self.shape[-1]))

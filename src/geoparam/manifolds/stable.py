@@ -213,6 +213,10 @@ class AlphaStable(Parametrization):
 
     @torch.no_grad()
     def _right_inverse(self, A: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if A.device.type == "meta":
+            # A module built on the meta device: shapes only; the values come with its
+            # initialisation after to_empty().
+            return torch.empty_like(A), torch.empty_like(A), torch.empty_like(A)
         work = A.to(_double(A.dtype))
         eye = torch.eye(A.size(-1), dtype=work.dtype, device=A.device)
         B = work + self.alpha * eye
