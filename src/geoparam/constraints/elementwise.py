@@ -20,8 +20,8 @@ def positive(
 ) -> nn.Module:
     r"""Constrain every entry of ``module.<name>`` to be positive: ``W = f(X)`` entry by entry.
 
-    ``f`` is ``"softplus"`` (``softplus + 1e-6``), ``"exp"``, a pair ``(f, f_inverse)`` or a
-    callable (without an inverse the weight cannot be kept at registration: pass the pair).
+    ``f`` is ``"softplus"`` (``softplus + 1e-6``), ``"exp"`` or a pair ``(f, f_inverse)``; a
+    lone callable is refused at registration (without its inverse the weight cannot be kept).
     The weight is kept when its entries are positive; otherwise entries below
     ``10⁻³ · max |W|`` are raised to that floor. See :class:`geoparam.manifolds.Positive`.
 
@@ -114,7 +114,8 @@ def doubly_stochastic(
     with the rows (see :class:`geoparam.manifolds.DoublyStochastic`): rows sum to 1 to rounding,
     columns as far as the iteration has converged (within ``1000 · eps`` unless the matrix
     approaches a permutation; raise ``n_iterations`` then). The weight is kept when it is
-    doubly stochastic; otherwise its positive part is normalised by Sinkhorn to convergence.
+    doubly stochastic; otherwise its entries are clamped below at a tenth of the largest and
+    normalised by Sinkhorn to convergence.
 
     Args:
         module: the module holding the tensor.

@@ -35,8 +35,8 @@ def positive_definite(
         module: the module holding the tensor.
         name: the tensor's name. Default: ``"weight"``.
         f: ``"softplus"`` (``softplus + 1e-6``, so eigenvalues are at least ``1e-6``), ``"exp"``,
-            a callable onto the positive reals or a pair ``(f, f_inverse)``. Default:
-            ``"softplus"``.
+            or a pair ``(f, f_inverse)`` onto the positive reals (a lone callable is refused:
+            without its inverse the weight cannot be kept). Default: ``"softplus"``.
         triv: the map of the eigenvectors, ``"matrix_exp"``, ``"cayley"`` or ``"householder"``
             (real only). Default: ``"cayley"``, the fastest measured.
 
@@ -138,8 +138,8 @@ def positive_semidefinite_fixed_rank(
         module: the module holding the tensor.
         name: the tensor's name.
         rank: the rank, ``1 <= rank <= n``.
-        f: ``"softplus"`` (``softplus + 1e-6``), ``"exp"``, a callable or a pair
-            ``(f, f_inverse)``. Default: ``"softplus"``.
+        f: ``"softplus"`` (``softplus + 1e-6``), ``"exp"`` or a pair ``(f, f_inverse)`` (a lone
+            callable is refused). Default: ``"softplus"``.
         triv: the map of the eigenvectors. Default: ``"householder"`` for a real weight with
             ``rank < n``, ``"cayley"`` otherwise.
 
