@@ -94,7 +94,8 @@ def originals(module: nn.Module) -> tuple[Tensor, ...]:
     parametrizations = module.parametrizations.weight
     if hasattr(parametrizations, "original"):
         return (parametrizations.original,)
-    count = sum(1 for key in parametrizations._parameters if key.startswith("original"))
+    stored = (*parametrizations._parameters, *parametrizations._buffers)
+    count = sum(1 for key in stored if key.startswith("original"))
     return tuple(getattr(parametrizations, f"original{i}") for i in range(count))
 
 

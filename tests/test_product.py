@@ -128,3 +128,27 @@ def test_sample_combines_factor_samples():
     W = param.sample()
     assert W.shape == (6, 3) and W.dtype == torch.float64
     assert param.in_manifold(W)
+
+
+def test_multi_tensor_and_chart_constraints_refuse_to_follow_another():
+    for stack in (
+        lambda m: geoparam.alpha_stable(m),
+        lambda m: geoparam.sphere(m),
+        lambda m: geoparam.low_rank(m, "weight", 2),
+    ):
+        module = geoparam.sphere(nn.Linear(4, 4), embedded=True)
+        with pytest.raises(ValueError, match=r"^Linear\.weight is already constrained"):
+            stack(module)
+        assert len(module.parametrizations.weight) == 1
+
+
+def test_update_base_on_a_constrained_buffer():
+    class WithBuffer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("w", torch.randn(5, 5))
+
+    module = geoparam.low_rank(WithBuffer(), "w", 2)
+    before = module.w.clone()
+    assert geoparam.update_base(module) == 1
+    torch.testing.assert_close(module.w, before, atol=1e-5, rtol=0)

@@ -402,3 +402,28 @@ def test_positive_definite_compiles_fullgraph():
     for ours, reference in zip(layer.parameters(), eager.parameters(), strict=True):
         torch.testing.assert_close(ours.grad, reference.grad, rtol=1e-5, atol=1e-5)
     torch._dynamo.reset()
+
+
+def _linear(weight: torch.Tensor) -> nn.Module:
+    layer = nn.Linear(weight.size(1), weight.size(0), bias=False, dtype=weight.dtype)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+    return layer
+
+
+def test_singular_weights_are_stored_finite_and_still_train():
+    # exp never reaches 0 (log 0 = -inf) and |x| has no gradient at x = 0: a zero eigenvalue
+    # must be stored where the map is finite and differentiable.
+    weight = torch.diag(torch.tensor([1.0, 2.0, 0.0], dtype=torch.float64))
+    definite = geoparam.positive_definite(_linear(weight), f="exp")
+    assert torch.isfinite(definite.parametrizations.weight.original1).all()
+    assert torch.linalg.eigvalsh(definite.weight.detach()).min() > 0
+    semidefinite = geoparam.positive_semidefinite(_linear(torch.zeros(4, 4)))
+    optimizer = torch.optim.SGD(semidefinite.parameters(), lr=0.1)
+    for _ in range(100):
+        optimizer.zero_grad()
+        (semidefinite.weight - 0.5 * torch.eye(4)).square().sum().backward()
+        optimizer.step()
+    torch.testing.assert_close(
+        torch.linalg.eigvalsh(semidefinite.weight.detach()), torch.full((4,), 0.5)
+    )

@@ -118,7 +118,8 @@ def _stored_tensors(parametrizations: nn.Module) -> tuple[torch.Tensor, ...]:
     # `original`, or `original0`, `original1`, ... for a constraint stored as several tensors.
     if hasattr(parametrizations, "original"):
         return (parametrizations.original,)
-    count = sum(1 for key in parametrizations._parameters if key.startswith("original"))
+    stored = (*parametrizations._parameters, *parametrizations._buffers)  # a buffer's: buffers
+    count = sum(1 for key in stored if key.startswith("original"))
     return tuple(getattr(parametrizations, f"original{i}") for i in range(count))
 
 

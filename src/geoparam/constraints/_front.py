@@ -12,7 +12,7 @@ from typing import Any
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .._registration import register
+from .._registration import _plain_class, register
 from ..errors import InvalidNameError, NotAModuleError, UnsupportedDtypeError
 from ..manifolds import Parametrization
 from ..manifolds._validation import check_finite
@@ -64,8 +64,9 @@ def check_int(constraint: str, argument: str, value: object) -> None:
 
 
 def label(module: nn.Module, name: str) -> str:
-    """How messages name a module's tensor: ``"Linear.weight"``."""
-    return f"{type(module).__name__}.{name}"
+    """How messages name a module's tensor: ``"Linear.weight"`` (also once it is constrained)."""
+    cls = _plain_class(module) if parametrize.is_parametrized(module) else type(module)
+    return f"{cls.__name__}.{name}"
 
 
 def attach(

@@ -30,9 +30,17 @@ PositiveFunction = str | Callable[[Tensor], Tensor] | tuple[Callable, Callable]
 # rounding in Q (orthonormal to that tolerance) and in the product, and eigh is backward stable.
 _TOLERANCE_PER_ROW = 10
 
+
+def _absolute_inverse(lam: Tensor) -> Tensor:
+    # |λ|, but a zero eigenvalue is stored as the smallest positive number: |x| has gradient 0 at
+    # x = 0 exactly, where the eigenvalue could never move again; at x = tiny it is 1, and the
+    # weight is the same to rounding.
+    return lam.abs().clamp_min(torch.finfo(lam.dtype).tiny)
+
+
 # λ = |x|: geotorch's map onto [0, ∞) for the semidefinite constraints. Unlike x² or softplus it
-# reaches 0 exactly, and its inverse (|λ| again) is finite there, so singular weights are kept.
-_ABSOLUTE = (torch.abs, torch.abs)
+# reaches 0 exactly, and its inverse is finite there, so singular weights are kept.
+_ABSOLUTE = (torch.abs, _absolute_inverse)
 
 
 def _matrix_size(shape: torch.Size, label: str, what: str) -> int:
@@ -121,6 +129,7 @@ class _EigenProduct(Product):
                 (*batch, rank),
                 f,
                 low=low,
+                includes_low=f[0] is torch.abs,
                 label=f"{label} (eigenvalues)",
                 dtype=real,
                 device=device,

@@ -91,15 +91,17 @@ def resolve_function(
 class Spectrum(Parametrization):
     r"""A vector of values in an interval, ``s = f(x)`` entry by entry.
 
-    ``f`` maps the reals into ``[low, high]`` (either end may be infinite); its inverse, when
-    given, maps assigned values back. Values outside the interval are off the set and are
-    projected by clamping them just inside it.
+    ``f`` maps the reals into the interval from ``low`` to ``high`` (either end may be infinite);
+    its inverse, when given, maps assigned values back. The ends are excluded (``f⁻¹`` is
+    infinite there: ``log 0``, ``logit 1``) unless ``includes_low`` says ``f`` reaches ``low``.
+    Values outside are off the set and are projected by clamping them just inside it.
 
     Args:
         shape: the vector's shape (leading dimensions are a batch).
         f: the map, and its inverse or ``None`` (assignments then fail). Default: the identity.
         low: the lower end of the interval that ``f`` maps into. Default: ``-inf``.
         high: its upper end. Default: ``inf``.
+        includes_low: whether ``f`` reaches ``low`` (``|x|`` reaches 0). Default: ``False``.
         label: how messages name the tensor.
         dtype: the vector's dtype. Default: torch's default dtype.
         device: the vector's device. Default: the CPU.
@@ -118,13 +120,14 @@ class Spectrum(Parametrization):
         *,
         low: float = -math.inf,
         high: float = math.inf,
+        includes_low: bool = False,
         label: str,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__(shape, label=label, dtype=dtype, device=device)
         self.f, self.f_inverse = f
-        self.low, self.high = low, high
+        self.low, self.high, self.includes_low = low, high, includes_low
 
     def extra_repr(self) -> str:
         name = getattr(self.f, "__name__", type(self.f).__name__).lstrip("_")
@@ -142,11 +145,14 @@ class Spectrum(Parametrization):
         return self.f_inverse(s)
 
     def _violation(self, s: Tensor, atol: float | None) -> str | None:
+        if s.numel() == 0:
+            return None
         atol = 0.0 if atol is None else atol
-        if s.numel() and float(s.min()) < self.low - atol:
-            return f"its smallest value is {float(s.min()):.4g}, below {self.low:.4g}"
-        if s.numel() and float(s.max()) > self.high + atol:
-            return f"its largest value is {float(s.max()):.4g}, above {self.high:.4g}"
+        smallest, largest = float(s.min()), float(s.max())
+        if smallest < self.low - atol or (smallest <= self.low and not self.includes_low):
+            return f"its smallest value is {smallest:.6g}, not above {self.low:.6g}"
+        if largest >= self.high:
+            return f"its largest value is {largest:.6g}, not below {self.high:.6g}"
         return None
 
     def _project(self, s: Tensor) -> Tensor:

@@ -251,6 +251,15 @@ class Sphere(_FixedNorm):
         return torch.zeros_like(W)
 
     @torch.no_grad()
+    def stack_after_(self, value: Tensor) -> None:
+        # The map's input is a tangent vector at the base; the output of another constraint is
+        # not one, and reading it as one would move the weight off what that constraint made.
+        raise ValueError(
+            f"{self.label} is already constrained: the exponential-map sphere reads its input as "
+            "a tangent vector and cannot follow another constraint; use "
+            "sphere(..., embedded=True), which normalises the previous constraint's output."
+        )
+
     def rebase_(self, X: Tensor) -> Tensor:
         """Move the base to the current point (re-normalised) and return ``X = 0``.
 

@@ -237,6 +237,13 @@ class AlphaStable(Parametrization):
         return tuple(t.to(A.dtype).contiguous() for t in _factors(B, X))
 
     @torch.no_grad()
+    def stack_after_(self, value: Tensor) -> None:
+        raise ValueError(
+            f"{self.label} is already constrained: alpha_stable stores three tensors and can only "
+            "be a tensor's first constraint (torch's parametrize allows several stored tensors "
+            "for the first parametrization only). Remove the other constraint first."
+        )
+
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         """A random matrix of the set: ``(J - R) Q - αI`` with random ``J``, ``R`` and ``Q``.
 
