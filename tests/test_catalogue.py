@@ -106,6 +106,7 @@ def test_in_manifold_accepts_and_rejects(case: Case):
     assert not param.in_manifold(off)
     wrong_shape = torch.zeros(*case.shape, 1, dtype=dtype)
     assert not param.in_manifold(wrong_shape)
+    assert not param.in_manifold(torch.full(case.shape, float("nan"), dtype=dtype))
 
 
 @pytest.mark.parametrize("case", _params(CASES))

@@ -301,3 +301,16 @@ def test_sphere_and_doubly_stochastic_compile_without_graph_breaks():
     for parameter, grad in zip(net.parameters(), expected, strict=True):
         torch.testing.assert_close(parameter.grad, grad)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("front_door", ["doubly_stochastic", "simplex", "positive"])
+def test_projection_is_per_matrix_in_a_batch(front_door):
+    # One matrix of the batch is on the set, the other is not: only the other moves.
+    on = torch.full((3, 3), 0.02, dtype=torch.float64)
+    on.fill_diagonal_(0.96)
+    off = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    module = nn.Linear(3, 3, bias=False, dtype=torch.float64)
+    module.weight = nn.Parameter(torch.stack([on, off]))
+    getattr(geoparam, front_door)(module)
+    torch.testing.assert_close(module.weight[0].detach(), on, atol=1e-12, rtol=0)
+    assert not torch.allclose(module.weight[1].detach(), off)

@@ -62,6 +62,13 @@ CASES = [
 
 BAD_CALLS = [
     BadCall(
+        "sphere-embedded-not-bool",
+        lambda m: geoparam.sphere(m, embedded="no"),
+        (3, 4),
+        TypeError,
+        r"sphere: embedded must be a bool, got 'no'",
+    ),
+    BadCall(
         "sphere-zero-radius",
         lambda m: geoparam.sphere(m, radius=0.0),
         (3, 4),

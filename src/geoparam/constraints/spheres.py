@@ -35,13 +35,15 @@ def sphere(
 
     Raises:
         ValueError: no tensor called ``name``, a 0-d tensor, ``radius <= 0``.
-        TypeError: ``radius`` is not a real number.
+        TypeError: ``radius`` is not a real number; ``embedded`` is not a bool.
 
     Example:
         >>> layer = sphere(nn.Linear(5, 3), radius=2.0)
         >>> torch.allclose(layer.weight.norm(dim=-1), torch.full((3,), 2.0))
         True
     """
+    if not isinstance(embedded, bool):
+        raise TypeError(f"sphere: embedded must be a bool, got {embedded!r}.")
     manifold = SphereEmbedded if embedded else Sphere
     return constrain(module, name, "sphere", manifold, radius)
 

@@ -191,10 +191,13 @@ class Parametrization(nn.Module):
         """Whether ``value`` has this shape and satisfies the constraint (within ``atol``).
 
         Without ``atol``, each constraint's own tolerance for values of ``value``'s dtype (the one
-        that decides whether a weight is kept at registration).
+        that decides whether a weight is kept at registration). A value with NaN or infinite
+        entries is never on the set.
         """
         if self.shape is not None and value.shape != self.shape:
             return False
+        if value.device.type != "meta" and not bool(torch.isfinite(value).all()):
+            return False  # NaN passes many comparisons (NaN < 0 is False): refuse it first
         return self._in_manifold(value, atol)
 
     def _in_manifold(self, value: Tensor, atol: float | None) -> bool:

@@ -120,8 +120,10 @@ class Positive(_Entrywise):
         return f"its smallest entry is {smallest:.4g}, not positive"
 
     def _project(self, W: Tensor) -> Tensor:
+        # Only the entries that are not positive move, to a floor far enough from f⁻¹(0) = -inf
+        # for them to keep learning.
         scale = float(W.abs().max())
-        return W.clamp_min(_INSET * (scale if scale > 0 else 1.0))
+        return torch.where(W > 0, W, _INSET * (scale if scale > 0 else 1.0))
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         """``f`` of standard normal entries.
@@ -312,8 +314,13 @@ class Simplex(_Entrywise):
 
     def _project(self, W: Tensor) -> Tensor:
         n = self.shape[self.dim]
-        P = _project_onto_simplex(W.movedim(self.dim, -1)).clamp_min(_INSET / n)
-        return (P / P.sum(dim=-1, keepdim=True)).movedim(-1, self.dim)
+        V = W.movedim(self.dim, -1)
+        P = _project_onto_simplex(V).clamp_min(_INSET / n)
+        P = P / P.sum(dim=-1, keepdim=True)
+        # Slices already on the simplex stay as they are (a weight is projected slice by slice).
+        tolerance = default_tolerance(W.dtype)
+        on_set = (V.amin(dim=-1) >= -tolerance) & ((V.sum(dim=-1) - 1).abs() <= tolerance)
+        return torch.where(on_set.unsqueeze(-1), V, P).movedim(-1, self.dim)
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         """The softmax of standard normal entries."""
@@ -430,9 +437,18 @@ class DoublyStochastic(_Entrywise):
         return _check_sums(W, sums, tolerance, "doubly stochastic")
 
     def _project(self, W: Tensor) -> Tensor:
-        scale = float(W.abs().max())
-        floor = _SINKHORN_FLOOR * (scale if scale > 0 else 1.0)
-        return _sinkhorn_until(W.clamp_min(floor).log(), default_tolerance(W.dtype) / 10)
+        # Matrix by matrix: each floor is relative to its own matrix, and matrices already doubly
+        # stochastic stay as they are.
+        scale = W.abs().amax(dim=(-2, -1), keepdim=True)
+        floor = _SINKHORN_FLOOR * torch.where(scale > 0, scale, torch.ones_like(scale))
+        P = _sinkhorn_until(torch.maximum(W, floor).log(), default_tolerance(W.dtype) / 10)
+        tolerance = default_tolerance(W.dtype)
+        on_set = (
+            (W.amin(dim=(-2, -1)) >= -tolerance)
+            & ((W.sum(dim=-1) - 1).abs().amax(dim=-1) <= tolerance)
+            & ((W.sum(dim=-2) - 1).abs().amax(dim=-1) <= tolerance)
+        )
+        return torch.where(on_set[..., None, None], W, P)
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         """The Sinkhorn normalisation (to convergence) of ``exp`` of standard normal entries."""
