@@ -151,7 +151,7 @@ BAD_CALLS = [
         lambda m: geoparam.positive_definite(m, triv="householder"),
         (3, 3),
         ValueError,
-        "the householder map does not support complex weights",
+        "the \"householder\" map takes real weights only",
         torch.complex64,
     ),
     BadCall(
@@ -180,7 +180,7 @@ BAD_CALLS = [
         lambda m: geoparam.positive_semidefinite_low_rank(m, "weight", 2.0),
         (5, 5),
         TypeError,
-        r"rank must be an int, got 2\.0",
+        r"rank must be an int with 1 <= rank <= 5, got 2\.0",
     ),
     BadCall(
         "positive_semidefinite_low_rank-wide",

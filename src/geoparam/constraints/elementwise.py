@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from torch import Tensor, nn
+from torch import nn
 
 from ..manifolds import Bounded, DoublyStochastic, Positive, Simplex
+from ..manifolds.spectrum import FunctionArgument
 from ._front import constrain
 
 __all__ = ["bounded", "doubly_stochastic", "positive", "simplex"]
@@ -16,7 +15,7 @@ def positive(
     module: nn.Module,
     name: str = "weight",
     *,
-    f: str | Callable[[Tensor], Tensor] | tuple[Callable, Callable] = "softplus",
+    f: FunctionArgument = "softplus",
 ) -> nn.Module:
     r"""Constrain every entry of ``module.<name>`` to be positive: ``W = f(X)`` entry by entry.
 

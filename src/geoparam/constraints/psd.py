@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ..manifolds import PositiveDefinite, PositiveSemidefinite, PSDFixedRank, PSDLowRank
-from ..manifolds.psd import PositiveFunction
+from ..manifolds.spectrum import FunctionArgument
 from ._front import constrain
 
 __all__ = [
@@ -20,7 +20,7 @@ def positive_definite(
     module: nn.Module,
     name: str = "weight",
     *,
-    f: PositiveFunction = "softplus",
+    f: FunctionArgument = "softplus",
     triv: str | None = None,
 ) -> nn.Module:
     r"""Constrain ``module.<name>`` to be symmetric (Hermitian) positive definite.
@@ -124,7 +124,7 @@ def positive_semidefinite_fixed_rank(
     name: str,
     rank: int,
     *,
-    f: PositiveFunction = "softplus",
+    f: FunctionArgument = "softplus",
     triv: str | None = None,
 ) -> nn.Module:
     r"""Constrain ``module.<name>`` to be positive semidefinite of rank exactly ``rank``.

@@ -6,9 +6,7 @@ linear (``SL``) weights; see :mod:`geoparam.manifolds.svd` for the maps.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from torch import Tensor, nn
+from torch import nn
 
 from ..manifolds import (
     AlmostOrthogonal,
@@ -19,6 +17,7 @@ from ..manifolds import (
     SpecialLinear,
     SpectralBound,
 )
+from ..manifolds.spectrum import FunctionArgument
 from ._front import constrain
 
 __all__ = [
@@ -30,8 +29,6 @@ __all__ = [
     "spectral_bound",
 ]
 
-ElementwiseMap = Callable[[Tensor], Tensor]
-FunctionArgument = str | ElementwiseMap | tuple[ElementwiseMap, ElementwiseMap]
 MapArgument = OrthogonalMap | str | None
 
 

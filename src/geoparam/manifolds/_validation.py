@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -53,3 +55,18 @@ def check_finite(
         raise ValueError(
             f"{label} {verb} {count} non-finite entries (NaN or Inf) out of {value.numel()}."
         )
+
+
+def check_rank(rank: object, limit: int, where: str) -> int:
+    """``rank`` as an ``int`` with ``1 <= rank <= limit``, or an error naming ``where``.
+
+    Raises:
+        TypeError: ``rank`` is not an integer (a ``bool`` is not one).
+        ValueError: ``rank`` is out of range.
+    """
+    message = f"{where}: rank must be an int with 1 <= rank <= {limit}, got {rank!r}."
+    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
+        raise TypeError(message)
+    if not 1 <= rank <= limit:
+        raise ValueError(message)
+    return int(rank)

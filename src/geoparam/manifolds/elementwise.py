@@ -12,7 +12,7 @@ from torch import Tensor
 from ..errors import UnsupportedDtypeError
 from ._base import Parametrization
 from .linear import check_square, default_tolerance
-from .spectrum import POSITIVE_FUNCTIONS, resolve_function
+from .spectrum import POSITIVE_FUNCTIONS, require_inverse
 
 __all__ = ["Bounded", "DoublyStochastic", "Positive", "Simplex"]
 
@@ -96,7 +96,7 @@ class Positive(_Entrywise):
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__(shape, label=label, dtype=dtype, device=device)
-        self.f, self.f_inverse = resolve_function(f, POSITIVE_FUNCTIONS, self.where)
+        self.f, self.f_inverse = require_inverse(f, POSITIVE_FUNCTIONS, self.where)
         self._name = f if isinstance(f, str) else getattr(self.f, "__name__", "custom")
 
     def extra_repr(self) -> str:
@@ -106,11 +106,6 @@ class Positive(_Entrywise):
         return self.f(X)
 
     def _right_inverse(self, W: Tensor) -> Tensor:
-        if self.f_inverse is None:
-            raise ValueError(
-                f"{self.label}: f has no inverse, so a value cannot be assigned (nor the weight "
-                "kept at registration); pass f as a pair (f, f_inverse)."
-            )
         return self.f_inverse(W)
 
     def _violation(self, W: Tensor, atol: float | None) -> str | None:

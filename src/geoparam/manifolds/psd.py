@@ -10,20 +10,23 @@ plain numbers, and no eigendecomposition runs in the forward pass.
 
 from __future__ import annotations
 
-import numbers
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
 from ..linalg._precision import working_dtype
-from .orthogonal import ORTHOGONAL_MAPS, Orthogonal
+from ._validation import check_rank
+from .orthogonal import Orthogonal, check_map, default_map
 from .product import Product
-from .spectrum import _SOFTPLUS_FLOOR, POSITIVE_FUNCTIONS, FunctionPair, Spectrum, resolve_function
+from .spectrum import (
+    _SOFTPLUS_FLOOR,
+    POSITIVE_FUNCTIONS,
+    FunctionArgument,
+    FunctionPair,
+    Spectrum,
+    require_inverse,
+)
 
 __all__ = ["PSDFixedRank", "PSDLowRank", "PositiveDefinite", "PositiveSemidefinite"]
-
-PositiveFunction = str | Callable[[Tensor], Tensor] | tuple[Callable, Callable]
 
 # The default tolerance is 10 · n · eps of the weight's dtype (the orthonormality tolerance of
 # geoparam.linalg.is_orthogonal) times the largest |eigenvalue|: a point of the map is off by
@@ -51,39 +54,6 @@ def _matrix_size(shape: torch.Size, label: str, what: str) -> int:
             "square matrices (..., n, n)."
         )
     return shape[-1]
-
-
-def _check_rank(rank: object, n: int, shape: torch.Size, label: str) -> int:
-    if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
-        raise TypeError(f"{label} of shape {tuple(shape)}: rank must be an int, got {rank!r}.")
-    if not 1 <= rank <= n:
-        raise ValueError(
-            f"{label} of shape {tuple(shape)}: rank must be an int with 1 <= rank <= {n}, "
-            f"got {rank}."
-        )
-    return int(rank)
-
-
-def _default_triv(n: int, rank: int, complex_: bool) -> str:
-    # Measured at n = 256 (CPU, forward + backward of positive_definite, resp. rank 64):
-    # square cayley 2.6 ms, householder 3.5, matrix_exp 4.8; 256 x 64: householder 1.0,
-    # cayley 1.3, matrix_exp 4.1. Householder is real only.
-    if complex_ or rank == n:
-        return "cayley"
-    return "householder"
-
-
-def _check_triv(triv: object, complex_: bool, shape: torch.Size, label: str) -> None:
-    if triv not in ORTHOGONAL_MAPS:
-        names = ", ".join(f'"{m}"' for m in ORTHOGONAL_MAPS)
-        raise ValueError(
-            f"{label} of shape {tuple(shape)}: triv must be one of {names} or None, got {triv!r}."
-        )
-    if triv == "householder" and complex_:
-        raise ValueError(
-            f"{label} of shape {tuple(shape)}: the householder map does not support complex "
-            'weights; use "matrix_exp" or "cayley".'
-        )
 
 
 def _ordinal(k: int) -> str:
@@ -114,11 +84,9 @@ class _EigenProduct(Product):
     ) -> None:
         shape = torch.Size(shape)
         n = _matrix_size(shape, label, self._noun)
-        rank = _check_rank(rank, n, shape, label)
-        complex_ = dtype is not None and dtype.is_complex
-        if triv is None:
-            triv = _default_triv(n, rank, complex_)
-        _check_triv(triv, complex_, shape, label)
+        where = f"{label} of shape {tuple(shape)}"
+        rank = check_rank(rank, n, where)
+        triv = check_map(triv, where, dtype) or default_map(n, rank, dtype)
         real = dtype.to_real() if dtype is not None else None
         batch = shape[:-2]
         factors = [
@@ -136,7 +104,17 @@ class _EigenProduct(Product):
             ),
         ]
         super().__init__(shape, factors, label=label, dtype=dtype, device=device)
-        self.n, self.rank, self.low, self.triv = n, rank, low, triv
+        self.n, self.rank = n, rank
+
+    @property
+    def triv(self) -> str:
+        """The map of the eigenvector factor."""
+        return self.factors[0].orthogonal_map
+
+    @property
+    def low(self) -> float:
+        """The smallest eigenvalue the map produces (``f``'s floor)."""
+        return self.factors[1].low
 
     def extra_repr(self) -> str:
         return f"n={self.n}, rank={self.rank}, triv={self.triv!r}"
@@ -155,8 +133,8 @@ class _EigenProduct(Product):
         # maps' spectra clamp them just inside their range (f⁻¹ may be infinite at the floor).
         lam, Q = self._eigh(W)
         lam = lam[..., -self.rank :]
-        if self.factors[1].f is torch.abs:
-            lam = lam.clamp_min(0.0)
+        if self.factors[1].includes_low:
+            lam = lam.clamp_min(self.low)
         return Q[..., -self.rank :].to(self.dtype), lam.to(self.factors[1].dtype)
 
     def _project(self, W: Tensor) -> Tensor:
@@ -348,14 +326,14 @@ class PSDFixedRank(_EigenProduct):
         self,
         shape: torch.Size,
         rank: int,
-        f: PositiveFunction = "softplus",
+        f: FunctionArgument = "softplus",
         triv: str | None = None,
         *,
         label: str = "weight",
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        pair = resolve_function(f, POSITIVE_FUNCTIONS, f"{label} of shape {tuple(shape)}")
+        pair = require_inverse(f, POSITIVE_FUNCTIONS, f"{label} of shape {tuple(shape)}")
         floor = _SOFTPLUS_FLOOR if isinstance(f, str) and f == "softplus" else 0.0
         super().__init__(shape, rank, pair, floor, triv, label=label, dtype=dtype, device=device)
 
@@ -397,7 +375,7 @@ class PositiveDefinite(PSDFixedRank):
     def __init__(
         self,
         shape: torch.Size,
-        f: PositiveFunction = "softplus",
+        f: FunctionArgument = "softplus",
         triv: str | None = None,
         *,
         label: str = "weight",

@@ -16,10 +16,18 @@ from torch import Tensor
 
 from ._base import Parametrization
 
-__all__ = ["BOUNDED_FUNCTIONS", "POSITIVE_FUNCTIONS", "Spectrum", "resolve_function"]
+__all__ = [
+    "BOUNDED_FUNCTIONS",
+    "POSITIVE_FUNCTIONS",
+    "Spectrum",
+    "require_inverse",
+    "resolve_function",
+]
 
 ElementwiseMap = Callable[[Tensor], Tensor]
 FunctionPair = tuple[ElementwiseMap, ElementwiseMap | None]
+#: What the ``f`` arguments of the front doors accept: a name, a callable or a pair.
+FunctionArgument = str | ElementwiseMap | tuple[ElementwiseMap, ElementwiseMap]
 
 # softplus + 1e-6, geotorch's default for positive spectra: never exactly zero, so a fixed rank
 # stays fixed and a positive definite matrix stays invertible.
@@ -38,6 +46,14 @@ def _softplus_floor_inverse(y: Tensor) -> Tensor:
 
 def _identity(x: Tensor) -> Tensor:
     return x
+
+
+def inset(dtype: torch.dtype) -> float:
+    """How far inside an open end of an interval of width 1 values are clamped (``f⁻¹`` is finite).
+
+    ``10⁻¹²`` in double, ``10⁻⁶`` in single precision; half types need a step they can resolve.
+    """
+    return 1e-12 if dtype == torch.float64 else max(1e-6, torch.finfo(dtype).eps)
 
 
 def _scaled_sigmoid(x: Tensor) -> Tensor:
@@ -62,7 +78,7 @@ BOUNDED_FUNCTIONS: dict[str, FunctionPair] = {
 
 
 def resolve_function(
-    f: str | ElementwiseMap | tuple[ElementwiseMap, ElementwiseMap],
+    f: FunctionArgument,
     table: dict[str, FunctionPair],
     label: str,
 ) -> FunctionPair:
@@ -86,6 +102,23 @@ def resolve_function(
     raise ValueError(
         f"{label}: f must be a name, a callable or a pair (f, f_inverse) of callables; got {f!r}."
     )
+
+
+def require_inverse(
+    f: FunctionArgument, table: dict[str, FunctionPair], where: str
+) -> tuple[ElementwiseMap, ElementwiseMap]:
+    """:func:`resolve_function`, refusing a lone callable: a weight could not be kept with it.
+
+    Raises:
+        ValueError: as :func:`resolve_function`, or ``f`` has no inverse.
+    """
+    f, f_inverse = resolve_function(f, table, where)
+    if f_inverse is None:
+        raise ValueError(
+            f"{where}: f has no inverse, so the weight it is registered on cannot be kept (nor "
+            "a value assigned); pass f as a pair (f, f_inverse)."
+        )
+    return f, f_inverse
 
 
 class Spectrum(Parametrization):
@@ -157,10 +190,9 @@ class Spectrum(Parametrization):
 
     def _project(self, s: Tensor) -> Tensor:
         # Just inside the interval: the inverse of a bounded f is infinite at its ends.
-        margin = 1e-6 if s.dtype in (torch.float32, torch.bfloat16, torch.float16) else 1e-12
         width = self.high - self.low
-        inset = margin * (1.0 if math.isinf(width) else width)
-        return s.clamp(self.low + inset, self.high - inset)
+        margin = inset(s.dtype) * (1.0 if math.isinf(width) else width)
+        return s.clamp(self.low + margin, self.high - margin)
 
     def sample(self, generator: torch.Generator | None = None) -> Tensor:
         """``f`` of a standard normal vector."""

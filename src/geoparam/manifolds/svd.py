@@ -16,15 +16,24 @@ is the map ``f`` onto the singular values, and, for the groups of square matrice
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from ..linalg._precision import working_dtype
-from .orthogonal import ORTHOGONAL_MAPS, Orthogonal, OrthogonalMap
+from ._validation import check_rank
+from .orthogonal import Orthogonal, OrthogonalMap, check_map, default_map
 from .product import Product
-from .spectrum import BOUNDED_FUNCTIONS, POSITIVE_FUNCTIONS, Spectrum, resolve_function
+from .spectrum import (
+    BOUNDED_FUNCTIONS,
+    POSITIVE_FUNCTIONS,
+    ElementwiseMap,
+    FunctionArgument,
+    Spectrum,
+    _identity,
+    inset,
+    require_inverse,
+)
 
 __all__ = [
     "AlmostOrthogonal",
@@ -35,20 +44,9 @@ __all__ = [
     "SpectralBound",
 ]
 
-ElementwiseMap = Callable[[Tensor], Tensor]
-FunctionArgument = str | ElementwiseMap | tuple[ElementwiseMap, ElementwiseMap]
 
-
-def _identity(x: Tensor) -> Tensor:
-    return x
-
-
-def _inset(dtype: torch.dtype) -> float:
-    """How far inside ``[-1, 1]`` or ``[0, 1]`` a bounded map's inverse is evaluated.
-
-    ``10⁻¹²`` in double, ``10⁻⁶`` in single precision; half types need a step they can resolve.
-    """
-    return 1e-12 if dtype == torch.float64 else max(1e-6, torch.finfo(dtype).eps)
+def _where(shape: torch.Size, label: str) -> str:
+    return f"{label} of shape {tuple(shape)}"
 
 
 class _Affine:
@@ -65,8 +63,8 @@ class _Affine:
             return torch.zeros_like(s)  # every x is a pre-image of s = 1
         # Clamped after the division: s - 1 cancels digits, so (s - 1) / lam can round past ±1
         # (a NaN for asin); just inside, tanh's and the scaled sigmoid's inverses are finite.
-        inset = _inset(s.dtype)
-        return self.f_inverse(((s - 1.0) / self.lam).clamp(inset - 1.0, 1.0 - inset))
+        margin = inset(s.dtype)
+        return self.f_inverse(((s - 1.0) / self.lam).clamp(margin - 1.0, 1.0 - margin))
 
 
 class _ScaledSigmoid:
@@ -79,8 +77,8 @@ class _ScaledSigmoid:
         return self.c * torch.sigmoid(x)
 
     def inverse(self, s: Tensor) -> Tensor:
-        inset = _inset(s.dtype)  # the logit is infinite at 0 and 1
-        return torch.logit((s / self.c).clamp(inset, 1.0 - inset))
+        margin = inset(s.dtype)  # the logit is infinite at 0 and 1
+        return torch.logit((s / self.c).clamp(margin, 1.0 - margin))
 
 
 class _UnitProduct:
@@ -125,79 +123,10 @@ def _check_real(dtype: torch.dtype | None, shape: torch.Size, label: str, what: 
         )
 
 
-def _check_rank(rank: object, shape: torch.Size, label: str) -> int:
-    limit = min(shape[-2], shape[-1])
-    if isinstance(rank, bool) or not isinstance(rank, int):
-        raise TypeError(
-            f"{label} of shape {tuple(shape)}: rank must be an int with 1 <= rank <= {limit}, "
-            f"got {rank!r}."
-        )
-    if not 1 <= rank <= limit:
-        raise ValueError(
-            f"{label} of shape {tuple(shape)}: rank must be an int with 1 <= rank <= {limit}, "
-            f"got {rank}."
-        )
-    return rank
-
-
 def _check_number(value: object, name: str, shape: torch.Size, label: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{label} of shape {tuple(shape)}: {name} must be a number, got {value!r}.")
     return float(value)
-
-
-def _with_inverse(
-    f: FunctionArgument, table: dict, shape: torch.Size, label: str
-) -> tuple[ElementwiseMap, ElementwiseMap]:
-    """``(f, f⁻¹)``; a lone callable is refused, since the weight could not be kept."""
-    f, f_inverse = resolve_function(f, table, label)
-    if f_inverse is None:
-        raise ValueError(
-            f"{label} of shape {tuple(shape)}: f has no inverse, so the weight it is registered "
-            "on cannot be kept (nor a value assigned); pass f as a pair (f, f_inverse)."
-        )
-    return f, f_inverse
-
-
-def _fastest_map(rows: int, rank: int, dtype: torch.dtype | None) -> str:
-    """The default map of a ``rows x rank`` frame: the fastest forward + backward (measured).
-
-    At ``256 x 256`` in float32 (CPU, forward and backward of the weight): a tall real frame
-    (``rank < rows``) is fastest with Householder reflections, a square or complex one with the
-    Cayley map (about twice as fast as the matrix exponential at full rank, and its cost does not
-    grow with the norm of the input as the exponential's squarings do). Square frames are the
-    frames of ``GL⁺`` and ``SL``, which Householder products could take out of ``SO(n)``.
-    """
-    complex_ = dtype is not None and dtype.is_complex
-    return "householder" if rank < rows and not complex_ else "cayley"
-
-
-def _resolve_map(
-    triv: OrthogonalMap | str | None,
-    shape: torch.Size,
-    dtype: torch.dtype | None,
-    label: str,
-    group: bool = False,
-) -> str | None:
-    if triv is None:
-        return None
-    if triv not in ORTHOGONAL_MAPS:
-        names = ", ".join(f'"{m}"' for m in ORTHOGONAL_MAPS)
-        raise ValueError(
-            f"{label} of shape {tuple(shape)}: triv must be one of {names} or None, got {triv!r}."
-        )
-    triv = OrthogonalMap(triv).value
-    if triv == "householder" and dtype is not None and dtype.is_complex:
-        raise ValueError(
-            f'{label} of shape {tuple(shape)}: the "householder" map takes real weights only; '
-            'use "matrix_exp" or "cayley" for a complex one.'
-        )
-    if triv == "householder" and group:
-        raise ValueError(
-            f'{label} of shape {tuple(shape)}: the "householder" map can leave SO(n), which '
-            'would flip the sign of the determinant; use "matrix_exp" or "cayley".'
-        )
-    return triv
 
 
 def _tolerance(value: Tensor) -> float:
@@ -259,7 +188,7 @@ class _SingularValueProduct(Product):
         shape = torch.Size(shape)
         batch, (n, k) = shape[:-2], shape[-2:]
         real = (dtype or torch.get_default_dtype()).to_real()
-        left, right = (triv or _fastest_map(rows, rank, dtype) for rows in (n, k))
+        left, right = (triv or default_map(rows, rank, dtype) for rows in (n, k))
         factors = [
             Orthogonal((*batch, n, rank), left, label=f"{label} (U)", dtype=dtype, device=device),
             Spectrum(
@@ -339,8 +268,8 @@ class LowRank(_SingularValueProduct):
         device: torch.device | str | None = None,
     ) -> None:
         _check_matrix(shape, label, "low_rank")
-        rank = _check_rank(rank, shape, label)
-        triv = _resolve_map(triv, shape, dtype, label)
+        rank = check_rank(rank, min(shape[-2], shape[-1]), _where(shape, label))
+        triv = check_map(triv, _where(shape, label), dtype)
         super().__init__(
             shape, rank, (_identity, _identity), triv, label=label, dtype=dtype, device=device
         )
@@ -409,9 +338,9 @@ class FixedRank(_SingularValueProduct):
         device: torch.device | str | None = None,
     ) -> None:
         _check_matrix(shape, label, "fixed_rank")
-        rank = _check_rank(rank, shape, label)
-        spectrum = _with_inverse(f, POSITIVE_FUNCTIONS, shape, label)
-        triv = _resolve_map(triv, shape, dtype, label)
+        rank = check_rank(rank, min(shape[-2], shape[-1]), _where(shape, label))
+        spectrum = require_inverse(f, POSITIVE_FUNCTIONS, _where(shape, label))
+        triv = check_map(triv, _where(shape, label), dtype)
         super().__init__(
             shape, rank, spectrum, triv, low=0.0, label=label, dtype=dtype, device=device
         )
@@ -483,10 +412,10 @@ class AlmostOrthogonal(_SingularValueProduct):
         lam = _check_number(lam, "lam", shape, label)
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"{label} of shape {tuple(shape)}: lam must be in [0, 1], got {lam}.")
-        g, g_inverse = _with_inverse(f, BOUNDED_FUNCTIONS, shape, label)
+        g, g_inverse = require_inverse(f, BOUNDED_FUNCTIONS, _where(shape, label))
         affine = _Affine(g, g_inverse, lam)
         rank = min(n, k)
-        triv = _resolve_map(triv, shape, dtype, label)
+        triv = check_map(triv, _where(shape, label), dtype)
         super().__init__(
             shape,
             rank,
@@ -573,7 +502,7 @@ class SpectralBound(_SingularValueProduct):
             )
         bound = _ScaledSigmoid(c)
         rank = min(n, k)
-        triv = _resolve_map(triv, shape, dtype, label)
+        triv = check_map(triv, _where(shape, label), dtype)
         super().__init__(
             shape,
             rank,
@@ -638,9 +567,7 @@ class _RotatedFrames(_SingularValueProduct):
         return _compose(U, s, V)
 
     def _violation(self, value: Tensor, atol: float | None) -> str | None:
-        work = value.to(working_dtype(value.dtype))
-        relative = torch.linalg.svdvals(work)
-        relative = relative / _scale(relative)
+        relative = _relative_singular_values(value)
         tol = _invertibility_floor(value) if atol is None else atol
         smallest = float(relative[..., -1].min())
         if smallest <= tol:
@@ -648,7 +575,7 @@ class _RotatedFrames(_SingularValueProduct):
                 f"its smallest singular value is {smallest:.3g} times its largest, not above "
                 f"{tol:.3g}: it is not (numerically) invertible"
             )
-        sign = torch.linalg.slogdet(work).sign
+        sign = torch.linalg.slogdet(value.to(working_dtype(value.dtype))).sign
         if float(sign.min()) <= 0:
             count = int((sign <= 0).sum())
             return f"its determinant is negative (in {count} of {sign.numel()} matrices)"
@@ -724,8 +651,8 @@ class Invertible(_RotatedFrames):
     ) -> None:
         n = _check_square(shape, label, "invertible")
         _check_real(dtype, shape, label, "invertible")
-        spectrum = _with_inverse(f, POSITIVE_FUNCTIONS, shape, label)
-        triv = _resolve_map(triv, shape, dtype, label, group=True)
+        spectrum = require_inverse(f, POSITIVE_FUNCTIONS, _where(shape, label))
+        triv = check_map(triv, _where(shape, label), dtype, rotations=True)
         super().__init__(shape, n, spectrum, triv, low=0.0, label=label, dtype=dtype, device=device)
 
     def _project(self, value: Tensor) -> Tensor:
@@ -777,8 +704,8 @@ class SpecialLinear(_RotatedFrames):
     ) -> None:
         n = _check_square(shape, label, "sln")
         _check_real(dtype, shape, label, "sln")
-        unit = _UnitProduct(*_with_inverse(f, POSITIVE_FUNCTIONS, shape, label))
-        triv = _resolve_map(triv, shape, dtype, label, group=True)
+        unit = _UnitProduct(*require_inverse(f, POSITIVE_FUNCTIONS, _where(shape, label)))
+        triv = check_map(triv, _where(shape, label), dtype, rotations=True)
         super().__init__(
             shape, n, (unit, unit.inverse), triv, low=0.0, label=label, dtype=dtype, device=device
         )
@@ -787,10 +714,9 @@ class SpecialLinear(_RotatedFrames):
         problem = super()._violation(value, None)
         if problem is not None:
             return problem
-        work = value.to(working_dtype(value.dtype))
-        log_det = torch.linalg.slogdet(work).logabsdet
+        s = _singular_values(value)
+        log_det = s.log().sum(dim=-1)  # log |det W| = Σ log σᵢ
         if atol is None:
-            s = torch.linalg.svdvals(work)
             tol = _tolerance(value) * s[..., 0] / s[..., -1]
         else:
             tol = torch.full_like(log_det, atol)
