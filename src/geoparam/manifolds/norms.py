@@ -63,9 +63,6 @@ class WeightNorm(Parametrization):
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
 
-    def forward(self, weight_g: Tensor, weight_v: Tensor) -> Tensor:
-        return cached_evaluation(self, self._evaluate, (weight_g, weight_v))
-
     def _evaluate(self, weight_g: Tensor, weight_v: Tensor) -> Tensor:
         if weight_v.numel() == 0:
             # torch's kernel divides by zero (a floating-point exception) on an empty tensor.

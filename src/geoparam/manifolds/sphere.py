@@ -68,6 +68,13 @@ class _FixedNorm(Parametrization):
             f"(tolerance {tolerance:.3g}, relative)"
         )
 
+    def _evaluate(self, X: Tensor) -> Tensor:
+        # The normalisation map (SphereEmbedded, Oblique); Sphere has its own.
+        return self.radius * _normalize(X, self.dim)
+
+    def _right_inverse(self, W: Tensor) -> Tensor:
+        return W / self.radius
+
     def _project(self, W: Tensor) -> Tensor:
         # Every slice scaled to the radius; a zero slice, whose every direction is as close, gets
         # the constant direction.
@@ -120,12 +127,6 @@ class SphereEmbedded(_FixedNorm):
     dim = -1
     slices = "rows (last dimension)"
 
-    def _evaluate(self, X: Tensor) -> Tensor:
-        return self.radius * _normalize(X, -1)
-
-    def _right_inverse(self, W: Tensor) -> Tensor:
-        return W / self.radius
-
 
 class Oblique(_FixedNorm):
     r"""Matrices whose columns have norm ``radius``: ``W = r·X/‖X‖`` column by column.
@@ -159,12 +160,6 @@ class Oblique(_FixedNorm):
 
     dim = -2
     slices = "columns (dimension -2)"
-
-    def _evaluate(self, X: Tensor) -> Tensor:
-        return self.radius * _normalize(X, -2)
-
-    def _right_inverse(self, W: Tensor) -> Tensor:
-        return W / self.radius
 
 
 class Sphere(_FixedNorm):
@@ -250,7 +245,6 @@ class Sphere(_FixedNorm):
         self.base.copy_(W / self.radius)
         return torch.zeros_like(W)
 
-    @torch.no_grad()
     def stack_after_(self, value: Tensor) -> None:
         # The map's input is a tangent vector at the base; the output of another constraint is
         # not one, and reading it as one would move the weight off what that constraint made.

@@ -189,8 +189,9 @@ class AlphaStable(Parametrization):
     def _evaluate(self, X0: Tensor, X1: Tensor, X2: Tensor) -> Tensor:
         K, N, L = X0.tril(), X1.tril(), X2.tril()
         B = (K - K.mH - N @ N.mH) @ (L.mH @ L)
-        eye = torch.eye(B.size(-1), dtype=B.dtype, device=B.device)
-        return B - self.alpha * eye
+        # In place: the product's backward reads its inputs, not its output.
+        B.diagonal(dim1=-2, dim2=-1).sub_(self.alpha)
+        return B
 
     def _violation(self, A: Tensor, atol: float | None) -> str | None:
         mu = _rightmost(A)
@@ -236,7 +237,6 @@ class AlphaStable(Parametrization):
             )
         return tuple(t.to(A.dtype).contiguous() for t in _factors(B, X))
 
-    @torch.no_grad()
     def stack_after_(self, value: Tensor) -> None:
         raise ValueError(
             f"{self.label} is already constrained: alpha_stable stores three tensors and can only "
