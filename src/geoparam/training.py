@@ -30,6 +30,14 @@ __all__ = [
 _OPTIMIZER_STATES = ("keep", "reset")
 
 
+def _check_optimizer_state(caller: str, optimizer_state: str) -> None:
+    if optimizer_state not in _OPTIMIZER_STATES:
+        raise ValueError(
+            f"{caller}: optimizer_state must be one of "
+            f"{', '.join(map(repr, _OPTIMIZER_STATES))}, got {optimizer_state!r}."
+        )
+
+
 @torch.no_grad()
 def update_base(
     module: nn.Module,
@@ -85,11 +93,7 @@ def update_base(
     """
     if optimizer_state is None:
         optimizer_state = "reset" if optimizer is not None else "keep"
-    if optimizer_state not in _OPTIMIZER_STATES:
-        raise ValueError(
-            f"update_base: optimizer_state must be one of {', '.join(map(repr, _OPTIMIZER_STATES))}"
-            f", got {optimizer_state!r}."
-        )
+    _check_optimizer_state("update_base", optimizer_state)
     if optimizer_state == "reset" and optimizer is None:
         raise ValueError('update_base: optimizer_state="reset" needs the optimizer.')
     count = 0
@@ -100,7 +104,9 @@ def update_base(
             first = parametrizations[0]
             # Only a first parametrization reads the stored tensors directly, so only it can be
             # reset.
-            if (name is not None and tensor_name != name) or not getattr(first, "can_rebase", 0):
+            if name is not None and tensor_name != name:
+                continue
+            if not getattr(first, "can_rebase", False):
                 continue
             stored = _stored_tensors(parametrizations)
             new = first.rebase_(*stored)
@@ -166,11 +172,7 @@ def update_base_every(
     """
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"update_base_every: every must be a positive int, got {every!r}.")
-    if optimizer_state not in _OPTIMIZER_STATES:
-        raise ValueError(
-            f"update_base_every: optimizer_state must be one of "
-            f"{', '.join(map(repr, _OPTIMIZER_STATES))}, got {optimizer_state!r}."
-        )
+    _check_optimizer_state("update_base_every", optimizer_state)
     steps = itertools.count(1)
 
     def rebase_after_step(opt: torch.optim.Optimizer, args: object, kwargs: object) -> None:

@@ -20,8 +20,17 @@ from ..manifolds._validation import check_finite
 __all__ = ["attach", "check_int", "constrain", "tensor_to_constrain"]
 
 
-def tensor_to_constrain(module: nn.Module, name: str, constraint: str) -> Tensor:
-    """``module.<name>``, checked: a module, a string name, a finite floating-point tensor."""
+def tensor_to_constrain(
+    module: nn.Module,
+    name: str,
+    constraint: str,
+    missing: str = "has no parameter or buffer with name",
+) -> Tensor:
+    """``module.<name>``, checked: a module, a string name, a finite floating-point tensor.
+
+    ``missing`` words the message for a module without that tensor (torch words it differently
+    for each of its functions).
+    """
     # Each message carries torch's own wording for the same mistake (code written against
     # torch.nn.utils.parametrizations matches on it), after geoparam's naming of the tensor.
     if not isinstance(module, nn.Module):
@@ -38,22 +47,16 @@ def tensor_to_constrain(module: nn.Module, name: str, constraint: str) -> Tensor
         names = [n for n, _ in module.named_parameters(recurse=False)]
         names += [n for n, _ in module.named_buffers(recurse=False)]
         names += list(getattr(module, "parametrizations", {}).keys())
-        missing = (
-            # torch's weight_norm fails inside register_parametrization, which words it so.
-            "does not have a parameter, a buffer, or a parametrized element with name"
-            if constraint == "weight_norm"
-            else "has no parameter or buffer with name"
-        )
         raise ValueError(
             f"{constraint}: Module '{module}' {missing} '{name}' (its tensors: "
             f"{', '.join(sorted(set(names))) or 'none'})."
         )
     if not (tensor.is_floating_point() or tensor.is_complex()):
         raise UnsupportedDtypeError(
-            f"{constraint}: {type(module).__name__}.{name} has dtype {tensor.dtype}; "
+            f"{constraint}: {label(module, name)} has dtype {tensor.dtype}; "
             "expected a floating-point or complex tensor."
         )
-    check_finite(tensor, f"{constraint}: {type(module).__name__}.{name}", "holds")
+    check_finite(tensor, f"{constraint}: {label(module, name)}", "holds")
     return tensor
 
 

@@ -45,7 +45,9 @@ def weight_norm(module: nn.Module, name: str = "weight", dim: int | None = 0) ->
         >>> layer.parametrizations.weight.original1.shape
         torch.Size([40, 20])
     """
-    weight = tensor_to_constrain(module, name, "weight_norm")
+    # torch's weight_norm fails inside register_parametrization, which words a missing tensor so.
+    missing = "does not have a parameter, a buffer, or a parametrized element with name"
+    weight = tensor_to_constrain(module, name, "weight_norm", missing)
     where = label(module, name)
     if weight.is_complex():
         raise ValueError(
