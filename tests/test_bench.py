@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from benchmark_loading import BENCHMARKS, import_with_siblings, load_standalone
+from geoparam.compat import geotorch as compat_geotorch
 
 pytestmark = pytest.mark.skipif(
     not (BENCHMARKS / "run.py").is_file(), reason="needs the source checkout's benchmarks/"
@@ -291,6 +292,8 @@ def test_catalogue_rows_name_every_constraint_of_tables_py(quick):
     # tables.py finds the catalogue's rows by the case name's first word.
     constraints = {spec.constraint for spec in _load_cases()._catalogue(quick)}
     assert constraints == set(load_standalone("tables.py").CATALOGUE)
+    # Every geotorch constraint with a geoparam counterpart has its row (orthogonal has its own).
+    assert constraints == set(compat_geotorch.__all__) - {"orthogonal", "update_base"}
     labels = [case.name for case in _load_cases().all_cases(quick) if case.family == "catalogue"]
     assert {label.split(" ")[0] for label in labels} == constraints
     assert len(labels) == len(set(labels)) == len(constraints) + 1  # alpha_stable: two sizes

@@ -205,11 +205,6 @@ def test_complex_weight_message_says_hermitian():
         layer.weight = torch.tensor([[1, 1j], [1j, 1]], dtype=torch.complex128)
 
 
-def test_a_lone_callable_f_cannot_keep_the_weight():
-    with pytest.raises(ValueError, match="f has no inverse"):
-        geoparam.positive_definite(nn.Linear(3, 3), f=torch.exp)
-
-
 def test_a_pair_f_is_used():
     layer = geoparam.positive_definite(
         nn.Linear(3, 3).double(), f=(torch.square, torch.sqrt), triv="matrix_exp"

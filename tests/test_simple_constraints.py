@@ -274,11 +274,6 @@ def test_positive_and_bounded_projections_and_bounds():
     torch.testing.assert_close(bounded(X), at_bounds, atol=1e-15, rtol=0)
 
 
-def test_a_lone_callable_f_cannot_keep_the_weight():
-    with pytest.raises(ValueError, match=r"f has no inverse.*pass f as a pair"):
-        geoparam.positive(nn.Linear(3, 2), f=torch.exp)
-
-
 # --- torch.compile ----------------------------------------------------------------------------
 
 

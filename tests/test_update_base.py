@@ -126,12 +126,26 @@ def test_optimizer_state_is_an_explicit_choice():
         geoparam.update_base(layer, optimizer_state="reset")
 
 
+def _moved(*modules_and_names: tuple[nn.Module, str]) -> None:
+    # Take each stored tensor off the map's identity point (its strict lower part is 0 there).
+    with torch.no_grad():
+        for module, name in modules_and_names:
+            module.parametrizations[name].original.add_(0.1)
+
+
+def _rebased(module: nn.Module, name: str) -> bool:
+    return float(module.parametrizations[name].original.detach().tril(-1).abs().max()) == 0.0
+
+
 def test_update_base_by_name():
     layer = geoparam.orthogonal(nn.Linear(4, 4))
     layer.extra = nn.Parameter(torch.randn(4, 4))
     geoparam.orthogonal(layer, "extra")
+    _moved((layer, "weight"), (layer, "extra"))
     assert geoparam.update_base(layer, name="extra") == 1
+    assert _rebased(layer, "extra") and not _rebased(layer, "weight")
     assert geoparam.update_base(layer, name="weight") == 1
+    assert _rebased(layer, "weight")
     assert geoparam.update_base(layer, name="bias") == 0
     assert geoparam.update_base(layer) == 2
 
@@ -143,7 +157,7 @@ def test_update_base_every_k_steps():
     original = layer.parametrizations.weight.original
 
     def record(*_):
-        rebased.append(float(original.tril(-1).abs().max()) == 0.0)
+        rebased.append(float(original.detach().tril(-1).abs().max()) == 0.0)
 
     handle = geoparam.update_base_every(layer, optimizer, every=3)
     probe = optimizer.register_step_post_hook(record)  # runs after the re-basing hook
@@ -176,8 +190,11 @@ def test_update_base_without_recursion():
     outer = nn.Sequential(inner)
     outer.weight = nn.Parameter(torch.randn(4, 4))
     geoparam.orthogonal(outer, "weight")
+    _moved((inner, "weight"), (outer, "weight"))
     assert geoparam.update_base(outer, name="weight", recurse=False) == 1
+    assert _rebased(outer, "weight") and not _rebased(inner, "weight")
     assert geoparam.update_base(outer, name="weight") == 2
+    assert _rebased(inner, "weight")
 
 
 def test_reset_state_only_of_tensors_that_rebasing_changed():

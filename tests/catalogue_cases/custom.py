@@ -80,7 +80,7 @@ def _rotation(Z: Tensor, sign: float = 1.0) -> Tensor:
 
 CASES = [
     Case(
-        id="custom-positive-softplus",
+        id="custom_constraint-positive-softplus",
         register=lambda m: geoparam.custom_constraint(
             m, "weight", F.softplus, softplus_inverse, in_manifold=is_positive
         ),
@@ -89,7 +89,7 @@ CASES = [
         on_set=lambda Z: Z.abs() + 0.1,
     ),
     Case(
-        id="custom-glplus-matrix_exp",
+        id="custom_constraint-glplus-matrix_exp",
         register=lambda m: geoparam.custom_constraint(
             m, "weight", torch.linalg.matrix_exp, in_manifold=has_positive_det, group=True
         ),
@@ -99,7 +99,7 @@ CASES = [
         off_set=lambda Z: _det_sign(Z, -1.0),
     ),
     Case(
-        id="custom-so-cayley-batched",
+        id="custom_constraint-so-cayley-batched",
         register=lambda m: geoparam.custom_constraint(
             m, "weight", cayley_of_skew, in_manifold=is_rotation, group=True
         ),
@@ -109,7 +109,7 @@ CASES = [
         off_set=lambda Z: _rotation(Z, -1.0),  # orthogonal, but det = -1
     ),
     Case(
-        id="custom-unitary-cayley-complex64",
+        id="custom_constraint-unitary-cayley-complex64",
         register=lambda m: geoparam.custom_constraint(
             m, "weight", cayley_of_skew, in_manifold=is_unitary, group=True
         ),
@@ -122,49 +122,49 @@ CASES = [
 
 BAD_CALLS = [
     BadCall(
-        "custom-f-not-callable",
+        "custom_constraint-f-not-callable",
         lambda m: geoparam.custom_constraint(m, "weight", 3.0),
         (3, 3),
         TypeError,
         r"Holder\.weight of shape \(3, 3\): f must be callable, got 3\.0",
     ),
     BadCall(
-        "custom-inverse-not-callable",
+        "custom_constraint-inverse-not-callable",
         lambda m: geoparam.custom_constraint(m, "weight", torch.exp, "log"),
         (3, 3),
         TypeError,
         "inverse must be callable or None, got 'log'",
     ),
     BadCall(
-        "custom-predicate-not-callable",
+        "custom_constraint-predicate-not-callable",
         lambda m: geoparam.custom_constraint(m, "weight", torch.exp, in_manifold=True),
         (3, 3),
         TypeError,
         "in_manifold must be callable or None, got True",
     ),
     BadCall(
-        "custom-group-vector",
+        "custom_constraint-group-vector",
         lambda m: geoparam.custom_constraint(m, "weight", torch.exp, group=True),
         (3,),
         ValueError,
         r"of shape \(3,\): group=True needs a square matrix",
     ),
     BadCall(
-        "custom-group-non-square",
+        "custom_constraint-group-non-square",
         lambda m: geoparam.custom_constraint(m, "weight", torch.linalg.matrix_exp, group=True),
         (3, 4),
         ValueError,
         r"of shape \(3, 4\): group=True needs a square matrix",
     ),
     BadCall(
-        "custom-group-not-through-identity",
+        "custom_constraint-group-not-through-identity",
         lambda m: geoparam.custom_constraint(m, "weight", torch.exp, group=True),
         (3, 3),
         ValueError,
         r"group=True needs f\(0\) = I .* max \|f\(0\) - I\| is 1",
     ),
     BadCall(
-        "custom-group-with-inverse",
+        "custom_constraint-group-with-inverse",
         lambda m: geoparam.custom_constraint(
             m, "weight", torch.linalg.matrix_exp, torch.linalg.matrix_exp, group=True
         ),
@@ -173,21 +173,21 @@ BAD_CALLS = [
         "needs no inverse",
     ),
     BadCall(
-        "custom-f-wrong-shape",
+        "custom_constraint-f-wrong-shape",
         lambda m: geoparam.custom_constraint(m, "weight", lambda X: X.sum(-1)),
         (3, 4),
         ValueError,
         r"f must return a tensor of its input's shape and dtype; .* returned shape \(3,\)",
     ),
     BadCall(
-        "custom-f-wrong-dtype",
+        "custom_constraint-f-wrong-dtype",
         lambda m: geoparam.custom_constraint(m, "weight", lambda X: X.double()),
         (3, 4),
         ValueError,
         "returned shape \\(3, 4\\) and dtype torch.float64",
     ),
     BadCall(
-        "custom-f-not-tensor",
+        "custom_constraint-f-not-tensor",
         lambda m: geoparam.custom_constraint(m, "weight", lambda X: X.tolist()),
         (3, 4),
         TypeError,

@@ -115,6 +115,13 @@ CASES = [
 
 BAD_CALLS = [
     BadCall(
+        "positive-f-without-inverse",
+        lambda m: geoparam.positive(m, f=torch.exp),
+        (3, 2),
+        ValueError,
+        r"f has no inverse.*pass f as a pair",
+    ),
+    BadCall(
         "positive-unknown-f",
         lambda m: geoparam.positive(m, f="relu"),
         (3, 4),

@@ -119,6 +119,13 @@ _SQUARE = r"Holder\.weight of shape \(4, 6\): a positive {}must be a square matr
 
 BAD_CALLS = [
     BadCall(
+        "positive_definite-f-without-inverse",
+        lambda m: geoparam.positive_definite(m, f=torch.exp),
+        (3, 3),
+        ValueError,
+        r"f has no inverse.*pass f as a pair",
+    ),
+    BadCall(
         "positive_definite-wide",
         geoparam.positive_definite,
         (4, 6),
@@ -151,7 +158,7 @@ BAD_CALLS = [
         lambda m: geoparam.positive_definite(m, triv="householder"),
         (3, 3),
         ValueError,
-        "the \"householder\" map takes real weights only",
+        'the "householder" map takes real weights only',
         torch.complex64,
     ),
     BadCall(
