@@ -14,7 +14,8 @@ the same plain class (:func:`_shared_class`):
   weight: it initialises a plain tensor with the module's own method and assigns it through the
   constraints (what a model's own initialisation after ``to_empty()`` needs);
 * the load hook that reads the checkpoint keys of torch's older hook-based ``weight_norm`` and
-  ``spectral_norm``.
+  ``spectral_norm``, and lets each parametrization convert a checkpoint of another layout
+  (:meth:`~geoparam.manifolds.Parametrization.adapt_checkpoint_`).
 
 A shared class's properties work for every module that has the class: for a module whose tensor
 of that name is not parametrized they defer to the ordinary attribute lookup. Its metaclass keeps
@@ -39,7 +40,7 @@ def register(module: nn.Module, name: str, parametrization: nn.Module, *, unsafe
     """Register ``parametrization`` on ``module.<name>`` through torch's parametrize machinery."""
     parametrize.register_parametrization(module, name, parametrization, unsafe=unsafe)
     _share_class(module)
-    _install_legacy_key_hook(module)
+    _install_checkpoint_hook(module)
 
 
 class _SharedParametrizedType(type):
@@ -247,16 +248,16 @@ def _initial_values(module: nn.Module, names: list[str], plain: type) -> dict[st
         module.__class__ = parametrized
 
 
-def _install_legacy_key_hook(module: nn.Module) -> None:
+def _install_checkpoint_hook(module: nn.Module) -> None:
     # torch adds one load hook per call of weight_norm and never removes it; geoparam keeps a
     # single hook per module that looks up the current parametrizations when it runs.
     for hook in module._load_state_dict_pre_hooks.values():
-        if getattr(hook, "hook", None) is _rename_legacy_keys:
+        if getattr(hook, "hook", None) is _adapt_checkpoint:
             return
-    module._register_load_state_dict_pre_hook(_rename_legacy_keys, with_module=True)
+    module._register_load_state_dict_pre_hook(_adapt_checkpoint, with_module=True)
 
 
-def _rename_legacy_keys(
+def _adapt_checkpoint(
     module: nn.Module,
     state_dict: dict,
     prefix: str,
@@ -266,26 +267,43 @@ def _rename_legacy_keys(
     unexpected_keys: list,
     error_msgs: list,
 ) -> None:
-    # Keys of torch.nn.utils.weight_norm: <name>_g, <name>_v.
-    # Keys of torch.nn.utils.spectral_norm: <name>_orig, <name>_u, <name>_v.
+    # Two kinds of foreign checkpoints are read: the keys of torch's older hook-based
+    # constraints, renamed, and layouts that a parametrization converts itself (an orthogonal
+    # weight's full n x n base into the compact one, and back).
     if not parametrize.is_parametrized(module):
         return
     for name, parametrizations in module.parametrizations.items():
-        # The legacy hooks owned the raw tensor, so only a first parametrization can take it.
-        first = parametrizations[0]
-        legacy_state_keys = getattr(first, "legacy_state_keys", None)
-        if legacy_state_keys is None:
-            continue
         new = f"{prefix}parametrizations.{name}"
-        renames = {
-            suffix: None if key is None else f"{new}.{key}"
-            for suffix, key in legacy_state_keys().items()
-        }
-        if not renames:
-            continue
-        old_keys = {f"{prefix}{name}{suffix}": key for suffix, key in renames.items()}
-        if all(old in state_dict for old in old_keys):
-            for old, key in old_keys.items():
-                value = state_dict.pop(old)
-                if key is not None:
-                    state_dict[key] = value
+        _rename_legacy_keys(state_dict, prefix, name, new, parametrizations[0])
+        if parametrizations.is_tensor:
+            inputs = [f"{new}.original"]
+        else:
+            inputs = [f"{new}.original{i}" for i in range(parametrizations.ntensors)]
+        for i, parametrization in enumerate(parametrizations):
+            adapt = getattr(parametrization, "adapt_checkpoint_", None)
+            if adapt is not None:
+                # Only a first parametrization maps a stored tensor.
+                adapt(state_dict, f"{new}.{i}.", inputs if i == 0 else [])
+
+
+def _rename_legacy_keys(
+    state_dict: dict, prefix: str, name: str, new: str, first: nn.Module
+) -> None:
+    # Keys of torch.nn.utils.weight_norm: <name>_g, <name>_v.
+    # Keys of torch.nn.utils.spectral_norm: <name>_orig, <name>_u, <name>_v.
+    # The legacy hooks owned the raw tensor, so only a first parametrization can take it.
+    legacy_state_keys = getattr(first, "legacy_state_keys", None)
+    if legacy_state_keys is None:
+        return
+    renames = {
+        suffix: None if key is None else f"{new}.{key}"
+        for suffix, key in legacy_state_keys().items()
+    }
+    if not renames:
+        return
+    old_keys = {f"{prefix}{name}{suffix}": key for suffix, key in renames.items()}
+    if all(old in state_dict for old in old_keys):
+        for old, key in old_keys.items():
+            value = state_dict.pop(old)
+            if key is not None:
+                state_dict[key] = value

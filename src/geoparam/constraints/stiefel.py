@@ -16,6 +16,7 @@ def orthogonal(
     orthogonal_map: OrthogonalMap | str | None = None,
     *,
     use_trivialization: bool = True,
+    compact_base: bool | None = None,
 ) -> nn.Module:
     r"""Constrain ``module.<name>`` to be orthogonal (real) or unitary (complex).
 
@@ -32,6 +33,13 @@ def orthogonal(
     stored tensor is the map's input and the weight starts at its image.) Unlike
     torch, the Householder map keeps every column sign at ``±1`` under weight decay.
 
+    A tall or wide weight (``n x k``, ``k < n``) whose ``n x n`` base would hold more than
+    :data:`geoparam.manifolds.FULL_BASE_LIMIT` (2²²) entries keeps a compact base instead: its
+    first ``k`` columns, ``O(nk)`` memory and ``O(nk²)`` work per step, registration and
+    ``update_base`` (``orthogonal(nn.Embedding(30000, 50))`` registers in milliseconds). The
+    weights are the same; the stored tensors differ (see :class:`geoparam.manifolds.Orthogonal`),
+    and a checkpoint of either layout loads into the other, converted, with a warning.
+
     Args:
         module: the module holding the tensor.
         name: the tensor's name. Default: ``"weight"``.
@@ -39,6 +47,10 @@ def orthogonal(
             ``"matrix_exp"`` for a square or complex weight, ``"householder"`` otherwise.
         use_trivialization: keep a base ``B`` so that ``Q = B · φ(X)`` (dynamic
             trivialization). Default: ``True``.
+        compact_base: ``True``: keep the compact base whatever the size (geoparam only: torch
+            cannot load such a checkpoint); ``False``: torch's ``n x n`` base whatever the size (a
+            ``UserWarning`` says what it costs above the limit). Default (``None``): by size, as
+            above. A square weight has one layout.
 
     Returns:
         ``module``, with the parametrization registered.
@@ -46,7 +58,8 @@ def orthogonal(
     Raises:
         ValueError: no tensor called ``name``; a tensor with fewer than two dimensions; an
             unknown map; the Householder map on a complex tensor. Each message contains torch's
-            wording for the same case.
+            wording for the same case. ``compact_base=True`` with ``use_trivialization=False``.
+        TypeError: ``compact_base`` is not a bool or ``None``.
         UnsupportedDtypeError: an integer tensor.
         NotAModuleError, InvalidNameError: ``module`` or ``name`` of the wrong type.
 
@@ -83,6 +96,7 @@ def orthogonal(
         weight.shape,
         orthogonal_map,
         use_trivialization=use_trivialization,
+        compact_base=compact_base,
         label=where,
         dtype=weight.dtype,
         device=weight.device,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -220,6 +220,16 @@ class Parametrization(nn.Module):
         none.
         """
         return {}
+
+    def adapt_checkpoint_(self, state_dict: dict, prefix: str, inputs: Sequence[str]) -> None:
+        """Rewrite, in place, its entries of a checkpoint saved in another layout.
+
+        Called before a module's ``load_state_dict`` copies anything. ``prefix`` starts the keys
+        of this parametrization's own buffers (``"parametrizations.weight.0."``), ``inputs`` are
+        the keys of the stored tensors it maps (``"parametrizations.weight.original"``; empty
+        when it maps the output of another parametrization, which no checkpoint holds). Default:
+        nothing to convert.
+        """
 
     @property
     def can_rebase(self) -> bool:

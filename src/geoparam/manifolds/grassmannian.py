@@ -37,7 +37,9 @@ class Grassmannian(Orthogonal):
     ``X = 0``, ``dQ = B [0; dX₂]`` and ``QᴴdQ = 0``: the directions ``X`` moves ``Q`` in are
     exactly those that change the subspace, and ``t ↦ B exp(tA)[:, :k]`` is a geodesic of the
     canonical metric (the geometry of geotorch's ``Grassmannian``). Costs ``O(nk² + k³)`` for
-    the map plus ``O(n²k)`` for the base, like :class:`Orthogonal` on a tall weight.
+    the map plus ``O(n²k)`` for the base, like :class:`Orthogonal` on a tall weight, or
+    ``O(nk²)`` in all with the compact base (:class:`Orthogonal`'s ``compact_base``: there
+    ``X₂`` is read in the ambient space as ``(I - YYᴴ)X``).
 
     A value on the set is one with orthonormal columns (rows); which frame of a subspace is
     assigned is kept: the weight equals the assigned value, not merely its span.
@@ -50,6 +52,8 @@ class Grassmannian(Orthogonal):
             values of ``X₂``, the principal angles between ``Q``'s span and ``B[:, :k]``'s are
             ``σⱼ`` (exponential) and ``2 atan(σⱼ/2)`` (Cayley), up to ``π/2`` (folded back
             beyond it).
+        compact_base: keep only the base's first ``k`` columns; default by size, as for
+            :class:`Orthogonal`.
         label: how messages name the tensor (e.g. ``"Linear.weight"``).
         dtype: the weight's dtype (real or complex). Default: torch's default dtype.
         device: the weight's device. Default: the CPU.
@@ -75,6 +79,7 @@ class Grassmannian(Orthogonal):
         shape: torch.Size,
         triv: OrthogonalMap | str | None = None,
         *,
+        compact_base: bool | None = None,
         label: str | None = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
@@ -98,7 +103,9 @@ class Grassmannian(Orthogonal):
             )
         if triv not in ORTHOGONAL_MAPS:
             raise ValueError(f'{where}: triv must be "matrix_exp" or "cayley", got {triv!r}.')
-        super().__init__(shape, triv, label=label, dtype=dtype, device=device)
+        super().__init__(
+            shape, triv, compact_base=compact_base, label=label, dtype=dtype, device=device
+        )
 
     def extra_repr(self) -> str:
         return f"triv={self.orthogonal_map!r}"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+import math
+import warnings
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -23,7 +26,7 @@ from ..linalg._precision import working_dtype
 from ._base import Parametrization
 from ._validation import check_finite, check_is_tensor
 
-__all__ = ["ORTHOGONAL_MAPS", "Orthogonal", "OrthogonalMap"]
+__all__ = ["FULL_BASE_LIMIT", "ORTHOGONAL_MAPS", "Orthogonal", "OrthogonalMap"]
 
 
 class OrthogonalMap(str, enum.Enum):
@@ -36,6 +39,11 @@ class OrthogonalMap(str, enum.Enum):
 
 #: The names of the orthogonal maps, in their order of :class:`OrthogonalMap`.
 ORTHOGONAL_MAPS: tuple[str, ...] = tuple(member.value for member in OrthogonalMap)
+
+#: The most entries a tall or wide weight's ``n x n`` base (all of its batch) holds by default:
+#: 2²² (one ``2048 x 2048`` matrix, 16 MiB in float32, a QR of 0.3 s on two cores). Beyond it the
+#: base is kept compact, as its first ``k`` columns (see :class:`Orthogonal`).
+FULL_BASE_LIMIT = 2**22
 
 
 def default_map(rows: int, columns: int, dtype: torch.dtype | None) -> str:
@@ -97,6 +105,21 @@ def _identity_point(like: Tensor) -> Tensor:
     return X
 
 
+def _lift(Y: Tensor, E: Tensor) -> Tensor:
+    # The compact layout's isometry from coordinates [a; h] (a in the span of the first k basis
+    # vectors, h in the ambient space, orthogonal to Y's span) to the ambient space: Y a + h.
+    k = Y.size(-1)
+    return E[..., k:, :] + Y @ E[..., :k, :]
+
+
+def _full_base_bytes(shape: Sequence[int], dtype: torch.dtype | None) -> tuple[int, int]:
+    # Entries and bytes of the n x n base (n the larger side) of a weight of this shape.
+    n = max(shape[-2], shape[-1])
+    entries = math.prod(shape[:-2]) * n * n
+    itemsize = (torch.get_default_dtype() if dtype is None else dtype).itemsize
+    return entries, entries * itemsize
+
+
 def _pad_columns(X: Tensor) -> Tensor:
     # (..., n, k) -> (..., n, n) with zero columns on the right.
     n, k = X.size(-2), X.size(-1)
@@ -121,13 +144,38 @@ class Orthogonal(Parametrization):
     These are the maps of :func:`torch.nn.utils.parametrizations.orthogonal`, so the stored
     tensors mean the same thing in both libraries.
 
+    **The compact base.** For a tall weight (``k < n``) the ``n x n`` base costs ``n²`` memory, an
+    ``O(n³)`` QR at registration and ``O(n²k)`` at every read. The compact layout keeps only
+    ``Y = B[:, :k]`` (the ``base`` buffer then has the weight's shape) and reads ``X`` in the
+    ambient space: with ``Ω = YᴴX`` and ``H = (I - YYᴴ)X``,
+
+        Q = Y Z₁ + Z₂,      [Z₁; Z₂] = φ([Ω; H]),
+
+    where ``φ`` is the tall map above applied to the ``(k + n) x k`` matrix ``[Ω; H]``. This is
+    the full layout's map at ``X_full = BᴴX`` for any completion ``B = [Y, Y⊥]`` of ``Y``: ``φ``
+    reads the rows below the top ``k x k`` block only through ``X₂ᴴX₂`` and ``X₂ S`` (and the
+    Householder reflectors act isometrically on ``[a; h] ↦ Ya + h``), and ``Y⊥Y⊥ᴴX = H``. So the
+    two layouts give the same weights, a checkpoint converts between them exactly
+    (:meth:`adapt_checkpoint_`), and every read, backward, registration and re-basing costs
+    ``O(nk²)`` and ``O(nk)`` memory (Edelman, Arias, Smith 1998, §2.4: a Stiefel step taken from
+    the point itself). The full layout (torch's) is the default up to :data:`FULL_BASE_LIMIT`
+    entries of the ``n x n`` base, the compact one beyond it; a square weight has one layout.
+
     Args:
         shape: shape of the weight, at least two dimensions.
         orthogonal_map: ``"matrix_exp"``, ``"cayley"`` or ``"householder"``.
         use_trivialization: whether to keep a ``base`` buffer. Default: ``True``.
+        compact_base: ``True`` for the compact base, ``False`` for torch's ``n x n`` one (a
+            ``UserWarning`` says how much memory it takes when that is above
+            :data:`FULL_BASE_LIMIT` entries). Default (``None``): compact exactly when the weight
+            is not square and its ``n x n`` base would hold more than :data:`FULL_BASE_LIMIT`
+            entries.
         label: how error messages name the tensor (e.g. ``"Linear.weight"``). Default: none.
         dtype: the weight's dtype, for :meth:`sample`. Default: torch's default dtype.
         device: the weight's device, for :meth:`sample`. Default: the CPU.
+
+    Raises:
+        ValueError: ``compact_base=True`` with ``use_trivialization=False`` (there is no base).
 
     Example:
         >>> param = Orthogonal(torch.Size([5, 3]), "cayley")
@@ -135,6 +183,10 @@ class Orthogonal(Parametrization):
         >>> Q = param(X)
         >>> torch.allclose(Q.mT @ Q, torch.eye(3), atol=1e-5)
         True
+        >>> compact = Orthogonal(torch.Size([5, 3]), "cayley", compact_base=True)
+        >>> X = compact.right_inverse(Q)
+        >>> compact.base.shape, torch.allclose(compact(X), Q, atol=1e-6)
+        (torch.Size([5, 3]), True)
     """
 
     base: Tensor | None
@@ -146,14 +198,40 @@ class Orthogonal(Parametrization):
         orthogonal_map: OrthogonalMap | str,
         *,
         use_trivialization: bool = True,
+        compact_base: bool | None = None,
         label: str | None = None,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__(shape, label=label or "the orthogonal tensor", dtype=dtype, device=device)
         self.orthogonal_map = OrthogonalMap(orthogonal_map).value
+        if compact_base is not None and not isinstance(compact_base, bool):
+            raise TypeError(
+                f"{self.label}: compact_base must be True, False or None, got {compact_base!r}."
+            )
+        if compact_base and not use_trivialization:
+            raise ValueError(
+                f"{self.label}: compact_base=True needs a base, but use_trivialization=False "
+                "keeps none."
+            )
+        square = self.shape[-2] == self.shape[-1]
+        entries, size = _full_base_bytes(self.shape, dtype)
+        if compact_base is None:
+            compact_base = entries > FULL_BASE_LIMIT
+        #: Whether the base is kept as its first ``k`` columns (never for a square weight).
+        self.compact_base = bool(compact_base) and use_trivialization and not square
         if use_trivialization:
             self.register_buffer("base", None)
+            if not self.compact_base and not square and entries > FULL_BASE_LIMIT:
+                n = max(self.shape[-2], self.shape[-1])
+                warnings.warn(
+                    f"{self.label} of shape {tuple(self.shape)}: the full base is "
+                    f"{' x '.join(map(str, (*self.shape[:-2], n, n)))} ({size / 2**20:,.0f} MiB, "
+                    f"above {FULL_BASE_LIMIT:,} entries); compact_base=True keeps only its "
+                    f"first {min(self.shape[-2], self.shape[-1])} columns, O(nk) instead of O(n²).",
+                    UserWarning,
+                    stacklevel=2,
+                )
 
     @property
     def use_trivialization(self) -> bool:
@@ -166,23 +244,48 @@ class Orthogonal(Parametrization):
         return self.use_trivialization
 
     def extra_repr(self) -> str:
+        compact = ", compact_base=True" if self.compact_base else ""
         return (
-            f"orthogonal_map={self.orthogonal_map!r}, use_trivialization={self.use_trivialization}"
+            f"orthogonal_map={self.orthogonal_map!r}, "
+            f"use_trivialization={self.use_trivialization}{compact}"
         )
+
+    def _full_base_shape(self) -> tuple[int, ...]:
+        n = max(self.shape[-2], self.shape[-1])
+        return (*self.shape[:-2], n, n)
+
+    def _base_shape(self) -> tuple[int, ...]:
+        # The base buffer's shape: the weight's (compact) or (..., n, n).
+        return tuple(self.shape) if self.compact_base else self._full_base_shape()
 
     def _evaluate(self, X: Tensor) -> Tensor:
         transposed = X.size(-2) < X.size(-1)
         if transposed:
             X = X.mT
-        Q = self._tall_map(X)
-        if self.use_trivialization:
+        if not self.use_trivialization:
+            Q = self._tall_map(X)
+        else:
             if self.base is None:
                 raise RuntimeError(
                     f"{self.label}: the orthogonal parametrization has no base yet; set one with "
                     "right_inverse() or reset_base_() before reading the weight."
                 )
-            Q = self.base @ Q
+            if self.compact_base:
+                Q = self._compact_map(self.base.mT if transposed else self.base, X)
+            else:
+                Q = self.base @ self._tall_map(X)
         return Q.mT if transposed else Q
+
+    def _compact_map(self, Y: Tensor, X: Tensor) -> Tensor:
+        # The tall map at the compact base Y (n x k) for the ambient X (n x k): see the class
+        # docstring. O(nk²): four products with Y, the tall map on (k + n) x k, one more product.
+        Omega = Y.mH @ X
+        H = X - Y @ Omega
+        # Projected twice ("twice is enough": Parlett, The Symmetric Eigenvalue Problem, §6.9):
+        # one pass leaves a part of H along Y of about eps·√n·‖X‖ (measured: QᴴQ - I grew from
+        # 2e-5, Y's own, to 1.2e-4 at n = 10⁶ in float32); the second brings it to roundoff.
+        H = H - Y @ (Y.mH @ H)
+        return _lift(Y, self._tall_map(torch.cat([Omega, H], dim=-2)))
 
     def _tall_map(self, X: Tensor) -> Tensor:
         # X is (..., n, k) with n >= k.
@@ -209,11 +312,12 @@ class Orthogonal(Parametrization):
         """An ``X`` with ``forward(X) = Q``, orthogonalising ``Q`` first if needed.
 
         With trivialization, ``Q`` (orthogonalised by QR with ``diag(R) >= 0`` unless it already
-        has orthonormal columns; a tall ``Q`` is completed to a square one with random columns)
-        becomes the ``base`` and ``X`` is the point that the map sends to ``I``. Without it, only
-        the Householder map can be inverted (``NotImplementedError`` otherwise). Half-precision
-        tensors are orthogonalised in float32, since LAPACK's QR has no half-precision kernels.
-        A ``Q`` of another dtype or device than the current base is refused (``ValueError``).
+        has orthonormal columns; for the full base, a tall ``Q`` is completed to a square one with
+        random columns) becomes the ``base`` and ``X`` is the point that the map sends to ``I``
+        (``-Y`` in the compact layout). Without it, only the Householder map can be inverted
+        (``NotImplementedError`` otherwise). Half-precision tensors are orthogonalised in
+        float32, since LAPACK's QR has no half-precision kernels. A ``Q`` of another dtype or
+        device than the current base is refused (``ValueError``).
         """
         base = getattr(self, "base", None)
         if base is not None and (Q.dtype, Q.device) != (base.dtype, base.device):
@@ -233,9 +337,8 @@ class Orthogonal(Parametrization):
         if Q.device.type == "meta":
             # A module built on the meta device has shapes but no values: keep them, compute
             # nothing. The values come with the module's initialisation after to_empty().
-            n = max(Q.size(-2), Q.size(-1))
             if self.use_trivialization:
-                self.base = Q.new_empty((*Q.shape[:-2], n, n))
+                self.base = Q.new_empty(self._base_shape())
             return torch.empty_like(Q)
         dtype = Q.dtype
         Q_init = Q = Q.to(working_dtype(dtype))
@@ -253,6 +356,12 @@ class Orthogonal(Parametrization):
             X = householder_reflectors(Q)
             return (X.mT if transposed else X).to(dtype)
 
+        if self.compact_base:
+            Y = Q.clone() if is_orthogonal(Q) else qr_positive(Q)
+            if transposed:
+                Y = Y.mT
+            self.base = Y.to(dtype)
+            return (-Y).to(dtype)
         if n == k:
             Q = Q.clone() if is_orthogonal(Q) else qr_positive(Q)
         else:
@@ -272,13 +381,14 @@ class Orthogonal(Parametrization):
         """Set the base to the identity, in ``like``'s dtype and device and batch shape.
 
         For a parametrization stacked after others, whose input is not the stored tensor and
-        whose :meth:`right_inverse` torch therefore never calls.
+        whose :meth:`right_inverse` torch therefore never calls. (The compact base is the
+        identity's first ``k`` columns, or rows for a wide weight.)
         """
         if not self.use_trivialization:
             return
-        n = max(self.shape[-2], self.shape[-1])
-        eye = torch.eye(n, dtype=like.dtype, device=like.device)
-        self.base = eye.expand(*self.shape[:-2], n, n).clone()
+        *batch, rows, columns = self._base_shape()
+        eye = torch.eye(rows, columns, dtype=like.dtype, device=like.device)
+        self.base = eye.expand(*batch, rows, columns).clone()
 
     @torch.no_grad()
     def rebase_(self, X: Tensor) -> Tensor:
@@ -287,7 +397,8 @@ class Orthogonal(Parametrization):
         Sets ``B ← polar(B · φ(X))``, where ``φ(X)`` is the full ``n x n`` orthogonal matrix whose
         first ``k`` columns the forward map uses, and returns the ``X₀`` with ``φ(X₀) = I``, so
         that ``forward(X₀)`` equals ``forward(X)`` before the call (up to rounding). The polar
-        factor removes the drift that repeated products accumulate.
+        factor removes the drift that repeated products accumulate. The compact base becomes
+        the polar factor of the current weight, in ``O(nk²)``, and ``X₀ = -Y``.
 
         Raises:
             RuntimeError: the parametrization has no base (``use_trivialization=False``).
@@ -297,9 +408,69 @@ class Orthogonal(Parametrization):
                 "Cannot re-base an orthogonal parametrization created with "
                 "use_trivialization=False: it has no base."
             )
-        tall = X.mT if X.size(-2) < X.size(-1) else X
+        transposed = X.size(-2) < X.size(-1)
+        tall = X.mT if transposed else X
+        if self.compact_base:
+            Y = polar(self._compact_map(self.base.mT if transposed else self.base, tall))
+            self.base = Y.mT if transposed else Y
+            return -self.base
         self.base = polar(self.base @ self._square_map(tall))
         return _identity_point(X)
+
+    def adapt_checkpoint_(self, state_dict: dict, prefix: str, inputs: Sequence[str]) -> None:
+        """Convert a checkpoint's base and stored tensor from the other layout to this one.
+
+        A full ``n x n`` base ``B`` (torch's layout) with its ``X`` becomes ``Y = B[:, :k]`` with
+        ``BX``; a compact ``Y`` with its ``X`` becomes a completion ``B = [Y, Y⊥]`` with ``BᴴX``.
+        Either way the weight is the same (up to rounding), and a ``UserWarning`` says that the
+        checkpoint was converted. A base of this layout, or of neither, is left to torch.
+
+        Raises:
+            ValueError: the base needs converting but the checkpoint has no stored tensor for
+                it (the parametrization is stacked after another one).
+        """
+        B = state_dict.get(f"{prefix}base")
+        if not self.use_trivialization or not isinstance(B, Tensor):
+            return
+        if tuple(B.shape) == self._base_shape() or tuple(B.shape) not in (
+            self._full_base_shape(),
+            tuple(self.shape),
+        ):
+            return
+        layout = "compact" if self.compact_base else "full"
+        if len(inputs) != 1 or inputs[0] not in state_dict:
+            raise ValueError(
+                f"{self.label}: the checkpoint's base has shape {tuple(B.shape)}, the other "
+                f"layout than this {layout} one, and it holds no unconstrained tensor to convert "
+                "with it (the orthogonal map is stacked after another parametrization)."
+            )
+        X = state_dict[inputs[0]]
+        transposed = self.shape[-2] < self.shape[-1]
+        with torch.no_grad():
+            dtype = working_dtype(X.dtype)
+            B, X = B.to(dtype), X.to(dtype)
+            if transposed:
+                X = X.mT
+            if self.compact_base:
+                k = X.size(-1)
+                base, X = B[..., :k], B @ X
+            else:
+                Y = B.mT if transposed else B
+                n, k = Y.size(-2), Y.size(-1)
+                fill = torch.randn(*Y.shape[:-2], n, n - k, dtype=dtype, device=Y.device)
+                base = qr_positive(torch.cat([Y, fill], dim=-1))
+                base[..., :k] = Y
+                X = base.mH @ X
+            if transposed and self.compact_base:
+                base = base.mT
+            state_dict[f"{prefix}base"] = base.to(state_dict[f"{prefix}base"].dtype)
+            state_dict[inputs[0]] = (X.mT if transposed else X).to(state_dict[inputs[0]].dtype)
+        warnings.warn(
+            f"{self.label}: converted the checkpoint's base of shape {tuple(B.shape)} to the "
+            f"{layout} layout of shape {self._base_shape()} (the same weight).",
+            UserWarning,
+            stacklevel=2,
+        )
 
     def _square_map(self, X: Tensor) -> Tensor:
         # The n x n orthogonal matrix whose first k columns are _tall_map(X).

@@ -115,6 +115,12 @@ class Product(Parametrization):
             f.rebase_(x) if f.can_rebase else x for f, x in zip(self.factors, X, strict=True)
         )
 
+    def adapt_checkpoint_(self, state_dict: dict, prefix: str, inputs: Sequence[str]) -> None:
+        """Let each factor convert its entries: its buffers under ``factors.<i>.``, its input."""
+        for i, factor in enumerate(self.factors):
+            factor_inputs = inputs[i : i + 1] if len(inputs) == len(self.factors) else ()
+            factor.adapt_checkpoint_(state_dict, f"{prefix}factors.{i}.", factor_inputs)
+
     def stack_after_(self, value: Tensor) -> None:
         raise ValueError(
             f"{self.label} is already constrained: {type(self).__name__} stores several tensors "
