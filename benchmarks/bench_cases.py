@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,7 +40,9 @@ __all__ = [
     "FORWARD",
     "FORWARD_BACKWARD",
     "LIBRARIES",
+    "REGISTER",
     "RIGHT_INVERSE",
+    "SCALE",
     "STEP_MODES",
     "TRAIN_STEP",
     "Case",
@@ -57,11 +62,17 @@ TRAIN_STEP = "train step"
 COMPILED = "compiled fwd+bwd"
 EVAL = "eval forward"
 RIGHT_INVERSE = "right inverse"
+REGISTER = "register"
 # Modes timed through the contender's own `step` callable (the others read `module.weight`).
-STEP_MODES = (TRAIN_STEP, COMPILED, EVAL, RIGHT_INVERSE)
+STEP_MODES = (TRAIN_STEP, COMPILED, EVAL, RIGHT_INVERSE, REGISTER)
 
 CATALOGUE = "catalogue"
 """The family of the rows that time geoparam's constraint catalogue against geotorch."""
+
+SCALE = "scale"
+"""The family of the rows of tall weights at scale, registered with every default argument."""
+
+SCALE_ADAM_STEPS = 3
 
 # Above this many rows, torch's float64 n x n route for a tall matrix_exp/cayley weight takes
 # minutes (the backward exponentiates a 2n x 2n block), so the reference uses the exact
@@ -81,12 +92,16 @@ class Contender:
         params: the unconstrained tensors behind the weight, whose gradients are checked.
         step: for the modes of :data:`STEP_MODES`, the call to time (an optimisation step
             returning the loss, a compiled forward+backward returning the weight, an inference
-            forward, an assignment of the weight).
+            forward, an assignment of the weight, a registration).
+        to_reference: maps the gradients on ``params`` to the coordinates of the reference
+            gradient, when the library stores the weight's state in others (geoparam's compact
+            base of a tall weight: ``X = B X_torch``, so ``g_torch = Bᴴ g``).
     """
 
     module: nn.Module
     params: list[Tensor]
     step: Callable[[], Tensor | None] | None = None
+    to_reference: Callable[[list[Tensor]], list[Tensor]] | None = None
 
 
 @dataclass
@@ -109,13 +124,18 @@ class Problem:
 
 @dataclass(frozen=True)
 class Case:
-    """A named problem and the modes it is timed in; ``build`` makes the :class:`Problem`."""
+    """A named problem and the modes it is timed in; ``build`` makes the :class:`Problem`.
+
+    ``memory``, if given, measures each library's peak memory for the case in fresh processes
+    (MiB, or the reason it was not measured).
+    """
 
     name: str
     family: str
     modes: tuple[str, ...]
     build: Callable[[], Problem]
     details: dict[str, object] = field(default_factory=dict)
+    memory: Callable[[], dict[str, float | str]] | None = None
 
     def rows(self) -> list[str]:
         """The row labels ``"<name> <mode>"`` that ``--filter`` matches against."""
@@ -249,6 +269,14 @@ def _orthogonal_reference(
     return list(torch.autograd.grad(weight_loss(reference.weight, G), _unconstrained(reference)))
 
 
+def _compact_to_torch(base: Tensor, grads: list[Tensor]) -> list[Tensor]:
+    # The compact layout stores X = B X_torch (tall orientation): g_torch = Bᴴ g.
+    (grad,) = grads
+    if grad.size(-2) < grad.size(-1):
+        return [(base.mH @ grad.mT).mT]
+    return [base.mH @ grad]
+
+
 def _norm_reference(snapshot: nn.Module, cotangent: Tensor) -> list[Tensor]:
     # The snapshot was taken before any call, so its spectral-norm vectors u, v are the ones
     # every library's first (accuracy) call starts from.
@@ -283,10 +311,19 @@ def _orthogonal_problem(
     geoparam_module = geoparam.orthogonal(
         copy.deepcopy(template), "weight", orthogonal_map, use_trivialization=use_trivialization
     )
-    geoparam_module.load_state_dict(state)
+    to_reference = None
+    with warnings.catch_warnings():
+        # With its default arguments geoparam keeps a compact base for tall weights above
+        # FULL_BASE_LIMIT: torch's state converts on loading (the same weight), and says so.
+        warnings.filterwarnings("ignore", ".*converted the checkpoint's base")
+        geoparam_module.load_state_dict(state)
+    if getattr(geoparam_module.parametrizations.weight[0], "compact_base", False):
+        to_reference = partial(_compact_to_torch, torch_module.parametrizations.weight[0].base)
 
     contenders: dict[str, Contender | str] = {
-        "geoparam": Contender(geoparam_module, _unconstrained(geoparam_module)),
+        "geoparam": Contender(
+            geoparam_module, _unconstrained(geoparam_module), to_reference=to_reference
+        ),
         "torch": Contender(torch_module, _unconstrained(torch_module)),
     }
     if geotorch is None:
@@ -817,8 +854,12 @@ def _assign(module: nn.Module, value: Tensor) -> None:
 
 def _descend(module: nn.Module, loss_weights: Tensor) -> None:
     """:data:`CATALOGUE_STEPS` Adam steps on ``(W * loss_weights).sum()``."""
-    optimizer = torch.optim.Adam(module.parameters(), lr=CATALOGUE_LR)
-    for _ in range(CATALOGUE_STEPS):
+    _descend_steps(module, loss_weights, CATALOGUE_STEPS, CATALOGUE_LR)
+
+
+def _descend_steps(module: nn.Module, loss_weights: Tensor, steps: int, lr: float) -> None:
+    optimizer = torch.optim.Adam(module.parameters(), lr=lr)
+    for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
         weight_loss(module.weight, loss_weights).backward()
         optimizer.step()
@@ -890,6 +931,111 @@ def _catalogue_problem(spec: _Constraint, seed: int) -> Problem:
         cotangent,
         orthogonal=spec.constraint == "grassmannian",
     )
+
+
+def _plain_tall(kind: str, n: int, k: int) -> nn.Module:
+    """The plain module of a scale row: ``Embedding(n, k)`` or ``Linear(k, n)`` (weight n x k)."""
+    return nn.Embedding(n, k) if kind == "Embedding" else nn.Linear(k, n, bias=False)
+
+
+def _orthogonal_front_door(library: str) -> Callable[..., nn.Module]:
+    if library == "geoparam":
+        return geoparam.orthogonal
+    if library == "torch":
+        return torch_parametrizations.orthogonal
+    return geotorch.orthogonal
+
+
+def _register_copy(front_door: Callable[..., nn.Module], template: nn.Module) -> None:
+    # A fresh plain module each call (a copy of its weight is part of the time).
+    front_door(copy.deepcopy(template), "weight")
+
+
+def _scale_problem(
+    kind: str, n: int, k: int, seed: int, *, only_geoparam: str | None, trained: bool
+) -> Problem:
+    """A tall orthogonal weight registered with every library's default arguments.
+
+    ``register`` times a registration on a fresh copy of the plain module. With ``trained``,
+    geoparam's module takes :data:`SCALE_ADAM_STEPS` Adam steps on ``(W * G′).sum()`` when the
+    problem is built, and fwd+bwd is timed there. ``only_geoparam``: why torch and geotorch are
+    not run (their ``n x n`` base), or ``None`` to run them (registration only).
+    """
+    torch.manual_seed(seed)
+    template = _plain_tall(kind, n, k)
+    contenders: dict[str, Contender | str] = {}
+    for library in LIBRARIES:
+        if library != "geoparam" and only_geoparam is not None:
+            contenders[library] = only_geoparam
+            continue
+        if library == "geotorch" and geotorch is None:
+            contenders[library] = "geotorch is not installed"
+            continue
+        register = partial(_register_copy, _orthogonal_front_door(library), template)
+        if not trained:
+            contenders[library] = Contender(template, [], register)
+            continue
+        module = geoparam.orthogonal(copy.deepcopy(template), "weight")
+        gen = torch.Generator().manual_seed(seed)
+        _descend_steps(module, torch.randn(n, k, generator=gen), SCALE_ADAM_STEPS, lr=1e-3)
+        contenders[library] = Contender(module, _unconstrained(module), register)
+    cotangent = torch.randn(n, k, generator=torch.Generator().manual_seed(seed + 1))
+    return Problem(contenders, cotangent, orthogonal=True)
+
+
+_MEMORY_SCRIPT = """
+import json, sys
+import torch
+from torch import nn
+library, kind, n, k, backward, threads = json.loads(sys.argv[1])
+torch.set_num_threads(threads)
+if library == "geoparam":
+    from geoparam import orthogonal
+elif library == "torch":
+    from torch.nn.utils.parametrizations import orthogonal
+else:
+    from geotorch import orthogonal
+def status(field):
+    with open("/proc/self/status") as lines:
+        line = next(line for line in lines if line.startswith(field + ":"))
+    return int(line.split()[1])  # kB
+module = nn.Embedding(n, k) if kind == "Embedding" else nn.Linear(k, n, bias=False)
+before = status("VmRSS")
+with open("/proc/self/clear_refs", "w") as clear:
+    clear.write("5")  # restart the peak (VmHWM) from the current size
+orthogonal(module, "weight")
+if backward:
+    module.weight.square().sum().backward()
+print(json.dumps((status("VmHWM") - before) / 1024))
+"""
+
+
+def _peak_memory(
+    kind: str, n: int, k: int, libraries: tuple[str, ...], backward: bool
+) -> dict[str, float | str]:
+    """Peak resident memory (MiB) of registration (and one fwd+bwd), each in a fresh process.
+
+    The peak resident size while registering (Linux's ``VmHWM``, restarted through
+    ``/proc/self/clear_refs``) above the size before it, when the plain module was built, so
+    the plain weight itself is not counted.
+    """
+    peaks: dict[str, float | str] = {}
+    for library in LIBRARIES:
+        if library not in libraries:
+            peaks[library] = "not measured"
+            continue
+        arguments = json.dumps([library, kind, n, k, backward, torch.get_num_threads()])
+        done = subprocess.run(
+            [sys.executable, "-c", _MEMORY_SCRIPT, arguments],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            peaks[library] = f"failed: {done.stderr.strip().splitlines()[-1:]}"
+        else:
+            peaks[library] = float(done.stdout.strip())
+    return peaks
 
 
 def _geoparam_front_door(constraint: str, *args: object, **kwargs: object) -> nn.Module:
@@ -1031,6 +1177,40 @@ def all_cases(quick: bool = False, seed: int = 0) -> list[Case]:
             {"map": "matrix_exp", "shape": [n, n], "dtype": "float32"},
         )
     )
+
+    # Tall weights at scale, with every default argument (geoparam's compact base).
+    too_big = "not run: the {n} x {n} base alone takes {gib:.1f} GiB, and its QR O(n³)"
+    scale_cases = (
+        [("Linear", 256, 8, False), ("Embedding", 1000, 8, True)]
+        if quick
+        else [
+            ("Linear", 8192, 64, False),
+            ("Embedding", 30000, 50, True),
+            ("Embedding", 1_000_000, 64, True),
+        ]
+    )
+    for kind, n, k, geoparam_only in scale_cases:
+        layer = f"Embedding({n}, {k})" if kind == "Embedding" else f"Linear({k}, {n})"
+        reason = too_big.format(n=n, gib=n * n * 4 / 2**30) if geoparam_only else None
+        measured = ("geoparam",) if geoparam_only else ("geoparam", "torch")
+        cases.append(
+            Case(
+                f"orthogonal {layer}, default arguments",
+                SCALE,
+                (REGISTER, FORWARD_BACKWARD) if geoparam_only else (REGISTER,),
+                partial(
+                    _scale_problem,
+                    kind,
+                    n,
+                    k,
+                    seed,
+                    only_geoparam=reason,
+                    trained=geoparam_only,
+                ),
+                {"layer": layer, "shape": [n, k], "dtype": "float32"},
+                memory=partial(_peak_memory, kind, n, k, measured, geoparam_only),
+            )
+        )
 
     # The constraint catalogue against geotorch (torch has none of these constraints).
     for spec in _catalogue(quick):

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 import geoparam
-from bench_cases import CATALOGUE, CATALOGUE_LR, CATALOGUE_STEPS
+from bench_cases import CATALOGUE, CATALOGUE_LR, CATALOGUE_STEPS, SCALE, SCALE_ADAM_STEPS
 
-__all__ = ["COLD", "COLUMNS", "FEW_WARMUPS", "machine_info", "markdown_report"]
+__all__ = ["COLD", "COLUMNS", "FEW_WARMUPS", "machine_info", "markdown_report", "memory_table"]
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -241,6 +241,46 @@ def _catalogue_notes(results: list[dict[str, object]]) -> list[str]:
     return notes
 
 
+def _memory_cell(value: float | str) -> str:
+    return f"{value:,.0f}" if isinstance(value, float) else value
+
+
+def memory_table(results: list[dict[str, object]]) -> list[str]:
+    """The table of peak memory, one line per case that measured it (none: no lines)."""
+    seen: dict[str, dict[str, float | str]] = {}
+    for result in results:
+        if "peak_memory_mib" in result:
+            seen.setdefault(result["case"], result["peak_memory_mib"])
+    if not seen:
+        return []
+    lines = [
+        "",
+        "| case | " + " | ".join(f"{library} peak MiB" for library in _LIBRARIES) + " |",
+        "|---|" + "--:|" * len(_LIBRARIES),
+    ]
+    for case, peaks in seen.items():
+        cells = [_memory_cell(peaks.get(library, "–")) for library in _LIBRARIES]
+        lines.append(f"| {case} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _scale_notes(results: list[dict[str, object]]) -> list[str]:
+    if not any(result.get("family") == SCALE for result in results):
+        return []
+    return [
+        "Scale rows (`orthogonal Linear(64, 8192)`, `Embedding(...)`, default arguments): each "
+        "library's `orthogonal` with no argument but the module, so geoparam keeps its compact "
+        "base (an n×k `base`), torch and geotorch an n×n one. register: the front door on a "
+        "fresh copy of the plain module (the copy is part of the time). fwd+bwd: after "
+        f"{SCALE_ADAM_STEPS} Adam steps (lr 1e-3) on `(W * G′).sum()`; orth. error is the "
+        "weight's there. Not run where the n×n base alone is several GiB.",
+        "Peak memory (the second table): in a fresh process per library, the peak resident "
+        "size during registration and (for the rows with fwd+bwd) one read of the weight and "
+        "a backward, above the size before registering, when the plain module was already "
+        "built (Linux `VmHWM`, restarted through `/proc/self/clear_refs`).",
+    ]
+
+
 def markdown_report(
     machine: dict[str, object], settings: dict[str, object], results: list[dict[str, object]]
 ) -> str:
@@ -252,7 +292,11 @@ def markdown_report(
         "| " + " | ".join(COLUMNS) + " |",
         "|---|---|" + "--:|" * (len(COLUMNS) - 2),
         *(_row(result, warmup) for result in results),
+        *memory_table(results),
         "",
-        *(f"- {note}" for note in _notes(settings) + _catalogue_notes(results)),
+        *(
+            f"- {note}"
+            for note in _notes(settings) + _catalogue_notes(results) + _scale_notes(results)
+        ),
     ]
     return "\n".join(lines) + "\n"

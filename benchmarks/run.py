@@ -181,6 +181,9 @@ def _run_row(case: Case, mode: str, problem: Problem, args: argparse.Namespace) 
         if problem.orthogonal and isinstance(output, torch.Tensor):
             entry["orth_error"] = _finite(orthogonality_error(output))
         if grads is not None and reference is not None:
+            to_reference = problem.contenders[library].to_reference
+            if to_reference is not None:
+                grads = to_reference(grads)
             entry["grad_rel_error"] = _finite(relative_error(grads, reference))
         if mode == TRAIN_STEP and isinstance(output, torch.Tensor):
             entry["first_loss"] = float(output)
@@ -275,15 +278,23 @@ def main(argv: list[str] | None = None) -> int:
                 )
             done += len(modes)
             continue
+        rows = []
         for mode in modes:
             done += 1
             _log(f"[{done}/{total}] {case.name} {mode}")
             result = _run_row(case, mode, problem, args)
             _log(f"  {_progress(result)}")
             report["results"].append(result)
+            rows.append(result)
             if args.out is not None:  # keep partial results of a long run
                 _write(args.out, report, None)
         del problem
+        if case.memory is not None:
+            _log(f"  peak memory of {case.name}, in fresh processes")
+            peaks = case.memory()
+            _log(f"  {peaks}")
+            for result in rows:
+                result["peak_memory_mib"] = peaks
 
     markdown = markdown_report(report["machine"], settings, report["results"])
     print(markdown, end="")

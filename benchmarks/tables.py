@@ -13,7 +13,10 @@ about speed comes from it, through two blocks of README.md's "Speed" section, ea
 * ``table``: the whole of results.md (header, table, notes) inside ``<details>``;
 * ``catalogue``: geoparam against geotorch on each constraint of :data:`CATALOGUE`
   (forward+backward, and the right inverse where the table has it); this block is required
-  exactly when results.md has such rows.
+  exactly when results.md has such rows;
+* ``scale``: the tall weights at scale (cases ending in :data:`SCALE_SUFFIX`): registration,
+  forward+backward and peak memory (the second table of results.md); required exactly when
+  results.md has such rows.
 
 The docs page ``docs/benchmarks.md`` includes results.md itself (a ``pymdownx.snippets`` line,
 read when the site is built), so it holds no copy to regenerate; ``--check`` verifies the include.
@@ -38,9 +41,11 @@ __all__ = [
     "docs_problems",
     "highlights",
     "main",
+    "parse_memory",
     "parse_rows",
     "render_readme",
     "replace_block",
+    "scale_table",
     "table_block",
 ]
 
@@ -94,7 +99,8 @@ HIGHLIGHTS: tuple[Highlight, ...] = (
     Highlight(
         "`householder`, tall 1024×64 and 4096×64",
         _cases("householder", _TALL),
-        why="torch's n × n base product, which both libraries pay, is most of geoparam's time",
+        why="at 1024×64 both libraries pay torch's n × n base product, most of geoparam's time; "
+        "at 4096×64 geoparam's default compact base (n × k) does not",
     ),
     Highlight(
         "`householder` 1024×64 with torch's n × n base, over the same map without it "
@@ -162,7 +168,15 @@ HIGHLIGHTS: tuple[Highlight, ...] = (
         "forward only, `householder` tall 1024×64 and 4096×64",
         _cases("householder", _TALL),
         mode="forward",
-        why="compact-WY products where torch calls `orgqr`, then the same base product",
+        why="compact-WY products where torch calls `orgqr`, then the base product (torch's "
+        "n × n base in both at 1024×64, geoparam's compact one at 4096×64)",
+    ),
+    Highlight(
+        "registering `orthogonal(nn.Linear(64, 8192))` with default arguments",
+        ("orthogonal Linear(64, 8192), default arguments",),
+        mode="register",
+        why="geoparam keeps a compact 8192 × 64 base (one QR of the weight); torch and geotorch "
+        "build and factor an 8192 × 8192 one",
     ),
     Highlight(
         "weight and spectral normalisation",
@@ -214,6 +228,11 @@ CATALOGUE: tuple[str, ...] = (
 lists, in table order."""
 
 _CATALOGUE_MODES = ("fwd+bwd", "right inverse")
+SCALE_SUFFIX = ", default arguments"
+"""How the cases of tall weights at scale end (``"orthogonal Embedding(30000, 50), default
+arguments"``)."""
+
+_SCALE_START = "<!-- bench-scale:start -->"
 _CATALOGUE_START = "<!-- bench-catalogue:start -->"
 
 
@@ -401,6 +420,59 @@ def catalogue_table(rows: dict[tuple[str, str], Row]) -> str:
     return "\n".join(lines)
 
 
+def parse_memory(results: str) -> dict[str, Row]:
+    """The peak-memory table of ``results`` (header ``| case | geoparam peak MiB |``), by case."""
+    lines = results.splitlines()
+    start = next(
+        (i for i, line in enumerate(lines) if line.startswith("| case | geoparam peak MiB")), None
+    )
+    if start is None:
+        return {}
+    header = _cells(lines[start])
+    table = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        row = dict(zip(header, _cells(line), strict=True))
+        table[row["case"]] = row
+    return table
+
+
+def scale_table(rows: dict[tuple[str, str], Row], memory: dict[str, Row]) -> str:
+    """The scale block: per tall weight, registration and fwd+bwd times and peak memory.
+
+    Raises:
+        ValueError: if ``rows`` has no scale row, or one without its peak memory.
+    """
+    cases = list(dict.fromkeys(case for case, _ in rows if case.endswith(SCALE_SUFFIX)))
+    if not cases:
+        raise ValueError(
+            "results.md has no scale row: run the full benchmark, or remove the bench-scale "
+            "block from README.md"
+        )
+    lines = [
+        "Default arguments (geoparam's compact base, torch's and geotorch's n × n one); median "
+        "ms; peak MiB: the peak resident memory of registration (and one forward+backward, "
+        "where timed) in a fresh process; n/a: not run, see the notes under the full table.",
+        "",
+        "| weight | register ms geoparam / torch / geotorch | fwd+bwd ms geoparam | "
+        "orth. error | peak MiB geoparam / torch |",
+        "|---|--:|--:|--:|--:|",
+    ]
+    for case in cases:
+        register = rows.get((case, "register"))
+        step = rows.get((case, "fwd+bwd"))
+        if case not in memory:
+            raise ValueError(f"results.md has no peak memory of {case!r}")
+        times = " / ".join(_median(register, library) for library in LIBRARIES) if register else "–"
+        step_time = _median(step, "geoparam") if step else "–"
+        orth = _column(step, _ORTH_ERROR).split(" / ")[0] if step else "–"
+        peaks = " / ".join(memory[case][f"{library} peak MiB"] for library in LIBRARIES[:2])
+        name = case.removesuffix(SCALE_SUFFIX).removeprefix("orthogonal ")
+        lines.append(f"| `{name}` | {times} | {step_time} | {orth} | {peaks} |")
+    return "\n".join(lines)
+
+
 def table_block(results: str) -> str:
     """The whole of ``results`` inside a collapsed ``<details>``, dated from its header."""
     date = re.search(r"· (\d{4}-\d{2}-\d{2}) \d{2}:\d{2} UTC", results)
@@ -423,15 +495,18 @@ def replace_block(text: str, name: str, content: str) -> str:
 
 
 def render_readme(readme: str, results: str, chosen: Sequence[Highlight] = HIGHLIGHTS) -> str:
-    """``readme`` with its highlights (``chosen``), table and catalogue from ``results``.
+    """``readme`` with its highlights (``chosen``), table, catalogue and scale blocks.
 
-    The catalogue block is regenerated when results.md has catalogue rows or the README has
-    the block; either without the other is an error (see :func:`catalogue_table`).
+    The catalogue (scale) block is regenerated when results.md has catalogue (scale) rows or
+    the README has the block; either without the other is an error (see
+    :func:`catalogue_table`, :func:`scale_table`).
     """
     rows = parse_rows(results)
     text = replace_block(readme, "highlights", highlights(rows, chosen))
     if _catalogue_rows(rows) or _CATALOGUE_START in readme:
         text = replace_block(text, "catalogue", catalogue_table(rows))
+    if any(case.endswith(SCALE_SUFFIX) for case, _ in rows) or _SCALE_START in readme:
+        text = replace_block(text, "scale", scale_table(rows, parse_memory(results)))
     return replace_block(text, "table", table_block(results))
 
 
