@@ -11,8 +11,10 @@ Example:
     True
 """
 
-from . import constraints, errors
+from . import constraints, conv, errors
 from .constraints import *  # noqa: F403
+from .conv import GroupSort, MaxMin, OrthogonalConv1d, OrthogonalConv2d
+from .linalg import conv_singular_values, project_conv_operator_norm
 from .training import (
     cached,
     caching,
@@ -26,13 +28,20 @@ from .training import (
 )
 
 __all__ = [
+    "GroupSort",
+    "MaxMin",
+    "OrthogonalConv1d",
+    "OrthogonalConv2d",
     "cached",
     "caching",
     "clear_caches",
+    "conv",
+    "conv_singular_values",
     "detect_nonfinite",
     "errors",
     "find_nonfinite",
     "freeze",
+    "project_conv_operator_norm",
     "reset_parametrizations",
     "update_base",
     "update_base_every",

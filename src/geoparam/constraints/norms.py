@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..conv import ConvSpectralNorm
+from ..linalg.conv import ConvOperator
 from ..manifolds import SpectralNorm, WeightNorm
 from ._front import attach, check_int, label, tensor_to_constrain
 
@@ -75,6 +77,8 @@ def spectral_norm(
     n_power_iterations: int = 1,
     eps: float = 1e-12,
     dim: int | None = None,
+    *,
+    input_shape: tuple[int, ...] | None = None,
 ) -> nn.Module:
     r"""Divide ``module.<name>`` by its spectral norm: ``W / σ(W)``, estimated by power iteration.
 
@@ -85,18 +89,31 @@ def spectral_norm(
     Checkpoints of torch's older hook-based :func:`torch.nn.utils.spectral_norm` (keys
     ``<name>_orig``, ``<name>_u``, ``<name>_v``) load too.
 
+    With ``input_shape`` (geoparam only), a convolution's kernel is divided by the norm of the
+    convolution as an operator on inputs of that shape, its Lipschitz constant, instead of the
+    norm of the reshaped kernel, which can be several times smaller (see
+    :class:`geoparam.conv.ConvSpectralNorm`): the layer's stride, padding and padding mode,
+    dilation and groups are taken into account, for ``Conv1d/2d/3d`` and
+    ``ConvTranspose1d/2d/3d``. The estimate is one persistent buffer ``_u`` shaped like an input.
+
     Args:
         module: the module holding the tensor.
         name: the tensor's name. Default: ``"weight"``.
         n_power_iterations: power iterations per training-mode read. Default: ``1``.
         eps: floor on norms in the power iteration. Default: ``1e-12``.
         dim: the output dimension. Default: ``1`` for ``ConvTranspose1d/2d/3d``, else ``0``.
+            Not used with ``input_shape``.
+        input_shape: the shape of one input of a convolution layer, without the batch:
+            ``(C, L)``, ``(C, H, W)`` or ``(C, D, H, W)``. Default: ``None`` (torch's
+            normalisation of the reshaped kernel).
 
     Returns:
         ``module``, with the parametrization registered.
 
     Raises:
-        ValueError: no tensor called ``name``; ``n_power_iterations <= 0``; ``eps <= 0``.
+        ValueError: no tensor called ``name``; ``n_power_iterations <= 0``; ``eps <= 0``;
+            ``input_shape`` for a module that is not a convolution, for another tensor than its
+            ``weight``, with ``dim``, or of the wrong length or channels.
         IndexError: ``dim`` is out of range.
         TypeError: ``dim`` or ``n_power_iterations`` is not an integer.
         UnsupportedDtypeError: an integer tensor.
@@ -110,11 +127,60 @@ def spectral_norm(
     """
     weight = tensor_to_constrain(module, name, "spectral_norm")
     where = label(module, name)
-    if dim is None:
-        dim = 1 if isinstance(module, _CONV_TRANSPOSE) else 0
-    check_int("spectral_norm", "dim", dim)
+    if input_shape is None:
+        if dim is None:
+            dim = 1 if isinstance(module, _CONV_TRANSPOSE) else 0
+        check_int("spectral_norm", "dim", dim)
     check_int("spectral_norm", "n_power_iterations", n_power_iterations)
     if not eps > 0:
         raise ValueError(f"spectral_norm: {where}: eps must be positive, got eps={eps!r}.")
+    if input_shape is not None:
+        if dim is not None:
+            raise ValueError(
+                f"spectral_norm: {where}: dim has no meaning with input_shape (the operator's "
+                "norm does not reshape the kernel); leave it out."
+            )
+        operator, shape = _conv_operator(module, name, where, input_shape)
+        parametrization = ConvSpectralNorm(
+            weight, operator, shape, n_power_iterations, eps, label=where
+        )
+        return attach(module, name, parametrization, unsafe=False)
     parametrization = SpectralNorm(weight, n_power_iterations, dim, eps, label=where)
     return attach(module, name, parametrization, unsafe=False)
+
+
+def _conv_operator(
+    module: nn.Module, name: str, where: str, input_shape: object
+) -> tuple[ConvOperator, tuple[int, ...]]:
+    """The operator of a convolution layer and the checked shape of its input."""
+    if not isinstance(module, nn.modules.conv._ConvNd) or name != "weight":
+        raise ValueError(
+            f"spectral_norm: {where}: input_shape applies to the weight of a convolution "
+            "(Conv1d/2d/3d, ConvTranspose1d/2d/3d)."
+        )
+    dims = len(module.kernel_size)
+    try:
+        shape = tuple(int(s) for s in input_shape)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"spectral_norm: {where}: input_shape must be a sequence of ints, got {input_shape!r}."
+        ) from None
+    if len(shape) != dims + 1 or shape[0] != module.in_channels or min(shape) <= 0:
+        layout = ("C", "L") if dims == 1 else ("C", "H", "W") if dims == 2 else ("C", "D", "H", "W")
+        raise ValueError(
+            f"spectral_norm: {where}: input_shape must be ({', '.join(layout)}) with C = "
+            f"in_channels = {module.in_channels} and positive sizes, got {shape}."
+        )
+    transposed = isinstance(module, _CONV_TRANSPOSE)
+    operator = ConvOperator(
+        dims=dims,
+        stride=tuple(module.stride),
+        padding=module.padding if isinstance(module.padding, str) else tuple(module.padding),
+        dilation=tuple(module.dilation),
+        groups=module.groups,
+        padding_mode=module.padding_mode,
+        pad=tuple(getattr(module, "_reversed_padding_repeated_twice", ())),
+        transposed=transposed,
+        output_padding=tuple(module.output_padding) if transposed else (),
+    )
+    return operator, shape
