@@ -36,6 +36,7 @@ except ImportError:  # geotorch is an optional baseline (pip install geoparam[be
 __all__ = [
     "CATALOGUE",
     "COMPILED",
+    "CONV",
     "EVAL",
     "FORWARD",
     "FORWARD_BACKWARD",
@@ -49,6 +50,7 @@ __all__ = [
     "Contender",
     "Problem",
     "all_cases",
+    "operator_norms",
     "skew_spectral_norm",
     "tall_map_low_rank",
     "weight_loss",
@@ -63,8 +65,10 @@ COMPILED = "compiled fwd+bwd"
 EVAL = "eval forward"
 RIGHT_INVERSE = "right inverse"
 REGISTER = "register"
+LAYER_FORWARD = "layer forward"
+LAYER_TRAIN = "layer fwd+bwd"
 # Modes timed through the contender's own `step` callable (the others read `module.weight`).
-STEP_MODES = (TRAIN_STEP, COMPILED, EVAL, RIGHT_INVERSE, REGISTER)
+STEP_MODES = (TRAIN_STEP, COMPILED, EVAL, RIGHT_INVERSE, REGISTER, LAYER_FORWARD, LAYER_TRAIN)
 
 CATALOGUE = "catalogue"
 """The family of the rows that time geoparam's constraint catalogue against geotorch."""
@@ -73,6 +77,9 @@ SCALE = "scale"
 """The family of the rows of tall weights at scale, registered with every default argument."""
 
 SCALE_ADAM_STEPS = 3
+
+CONV = "conv"
+"""The family of the rows of Lipschitz convolutions (operator norm, orthogonal convolution)."""
 
 # Above this many rows, torch's float64 n x n route for a tall matrix_exp/cayley weight takes
 # minutes (the backward exponentiates a 2n x 2n block), so the reference uses the exact
@@ -933,6 +940,110 @@ def _catalogue_problem(spec: _Constraint, seed: int) -> Problem:
     )
 
 
+def _conv_problem(
+    channels: int, size: int, batch: int, seed: int, *, kind: str, train: bool
+) -> Problem:
+    """A 3x3 convolution layer at batch ``batch``, timed as a whole layer.
+
+    ``kind``: ``"spectral_norm"`` (geoparam's operator normalisation, in training mode, against
+    torch's reshaped-kernel one), ``"plain"`` (the unconstrained layer, the same for both: the
+    reference of the two others), ``"orthogonal"`` (geoparam's ``OrthogonalConv2d`` against a
+    plain circular ``Conv2d`` of the same shape). ``train``: time forward+backward of a mean
+    square loss; otherwise the forward under ``no_grad``.
+    """
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    inputs = torch.randn(batch, channels, size, size, generator=gen)
+    template = nn.Conv2d(channels, channels, 3, padding=1, padding_mode="circular")
+    layers: dict[str, nn.Module] = {}
+    if kind == "spectral_norm":
+        layers["geoparam"] = geoparam.spectral_norm(
+            copy.deepcopy(template), input_shape=(channels, size, size)
+        )
+        layers["torch"] = torch_parametrizations.spectral_norm(copy.deepcopy(template))
+    elif kind == "plain":
+        layers = {"geoparam": copy.deepcopy(template), "torch": copy.deepcopy(template)}
+    else:
+        layers["geoparam"] = geoparam.OrthogonalConv2d(channels, channels, 3)
+        layers["torch"] = copy.deepcopy(template)
+    contenders: dict[str, Contender | str] = {"geotorch": "geotorch has no convolution constraint"}
+    for library, layer in layers.items():
+        if train:
+
+            def step(layer: nn.Module = layer) -> Tensor:
+                layer.zero_grad(set_to_none=True)
+                loss = layer(inputs).square().mean()
+                loss.backward()
+                return loss.detach()
+
+        else:
+
+            def step(layer: nn.Module = layer) -> Tensor:
+                with torch.no_grad():
+                    return layer(inputs)
+
+        contenders[library] = Contender(layer, [], step)
+    return Problem({library: contenders[library] for library in LIBRARIES})
+
+
+# The layers of the issue that measured torch's spectral_norm against the operator norm.
+_NORM_LAYERS: tuple[tuple[str, Callable[[], nn.Module], tuple[int, ...]], ...] = (
+    ("Conv2d(3, 8, 3, padding=1)", partial(nn.Conv2d, 3, 8, 3, padding=1), (3, 8, 8)),
+    (
+        "Conv2d(3, 8, 3, padding=1, stride=2)",
+        partial(nn.Conv2d, 3, 8, 3, padding=1, stride=2),
+        (3, 8, 8),
+    ),
+    (
+        "Conv2d(3, 8, 3, padding=2, dilation=2)",
+        partial(nn.Conv2d, 3, 8, 3, padding=2, dilation=2),
+        (3, 8, 8),
+    ),
+    ("Conv1d(3, 8, 5, padding=2)", partial(nn.Conv1d, 3, 8, 5, padding=2), (3, 32)),
+    (
+        "ConvTranspose2d(8, 3, 4, stride=2, padding=1)",
+        partial(nn.ConvTranspose2d, 8, 3, 4, stride=2, padding=1),
+        (8, 4, 4),
+    ),
+)
+
+
+def _dense_operator_norm(layer: nn.Module, input_shape: tuple[int, ...]) -> float:
+    # The largest singular value of the layer's linear part, from its dense matrix (float64).
+    n = math.prod(input_shape)
+    basis = torch.eye(n, dtype=torch.float64).view(n, *input_shape)
+    with torch.no_grad():
+        images = layer(basis) - layer(torch.zeros_like(basis[:1]))
+    return float(torch.linalg.matrix_norm(images.reshape(n, -1), 2))
+
+
+def operator_norms(seed: int = 0, reads: int = 100) -> list[dict[str, object]]:
+    """The true operator norm that each library's spectral normalisation leaves.
+
+    Each layer is normalised by torch's ``spectral_norm`` (the reshaped kernel) and by geoparam's
+    with ``input_shape``, from the same kernel; both take ``reads`` training-mode reads (one
+    power iteration each), then the operator norm of the eval-mode layer is computed from its
+    dense matrix in float64.
+    """
+    rows = []
+    for name, make, shape in _NORM_LAYERS:
+        torch.manual_seed(seed)
+        template = make().double()
+        normalised = {
+            "torch": torch_parametrizations.spectral_norm(copy.deepcopy(template)),
+            "geoparam": geoparam.spectral_norm(copy.deepcopy(template), input_shape=shape),
+        }
+        norms = {}
+        for library, layer in normalised.items():
+            with torch.no_grad():
+                for _ in range(reads):
+                    layer.weight  # noqa: B018  (a training-mode read refines the estimate)
+            layer.eval()
+            norms[library] = _dense_operator_norm(layer, shape)
+        rows.append({"layer": name, "input_shape": list(shape), **norms})
+    return rows
+
+
 def _plain_tall(kind: str, n: int, k: int) -> nn.Module:
     """The plain module of a scale row: ``Embedding(n, k)`` or ``Linear(k, n)`` (weight n x k)."""
     return nn.Embedding(n, k) if kind == "Embedding" else nn.Linear(k, n, bias=False)
@@ -1211,6 +1322,28 @@ def all_cases(quick: bool = False, seed: int = 0) -> list[Case]:
                 memory=partial(_peak_memory, kind, n, k, measured, geoparam_only),
             )
         )
+
+    # Lipschitz convolutions: the operator norm's power iteration and an orthogonal convolution,
+    # each against the layer's own cost.
+    conv_channels, conv_size, conv_batch = (4, 8, 4) if quick else (64, 32, 64)
+    layer = f"Conv2d({conv_channels}, {conv_channels}, 3)"
+    where = f"{conv_size}x{conv_size} batch {conv_batch}"
+    for kind, label, mode in (
+        ("plain", f"{layer} {where}, no constraint", LAYER_FORWARD),
+        ("spectral_norm", f"{layer} {where}, spectral_norm (train mode)", LAYER_FORWARD),
+        ("plain", f"{layer} {where}, no constraint", LAYER_TRAIN),
+        ("orthogonal", f"Orthogonal{layer} {where} against a plain Conv2d", LAYER_TRAIN),
+    ):
+        build = partial(
+            _conv_problem,
+            conv_channels,
+            conv_size,
+            conv_batch,
+            seed,
+            kind=kind,
+            train=mode == LAYER_TRAIN,
+        )
+        cases.append(Case(label, CONV, (mode,), build, {"layer": layer, "kind": kind}))
 
     # The constraint catalogue against geotorch (torch has none of these constraints).
     for spec in _catalogue(quick):

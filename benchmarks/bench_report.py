@@ -15,9 +15,17 @@ from pathlib import Path
 import torch
 
 import geoparam
-from bench_cases import CATALOGUE, CATALOGUE_LR, CATALOGUE_STEPS, SCALE, SCALE_ADAM_STEPS
+from bench_cases import CATALOGUE, CATALOGUE_LR, CATALOGUE_STEPS, CONV, SCALE, SCALE_ADAM_STEPS
 
-__all__ = ["COLD", "COLUMNS", "FEW_WARMUPS", "machine_info", "markdown_report", "memory_table"]
+__all__ = [
+    "COLD",
+    "COLUMNS",
+    "FEW_WARMUPS",
+    "machine_info",
+    "markdown_report",
+    "memory_table",
+    "norms_table",
+]
 
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -264,6 +272,46 @@ def memory_table(results: list[dict[str, object]]) -> list[str]:
     return lines
 
 
+def norms_table(norms: list[dict[str, object]]) -> list[str]:
+    """The table of the operator norms each library's spectral normalisation leaves."""
+    if not norms:
+        return []
+    lines = [
+        "",
+        "| layer | input | operator norm, torch's spectral_norm | operator norm, geoparam "
+        "input_shape |",
+        "|---|---|--:|--:|",
+    ]
+    for row in norms:
+        shape = "x".join(map(str, row["input_shape"]))
+        lines.append(f"| {row['layer']} | {shape} | {row['torch']:.3f} | {row['geoparam']:.4f} |")
+    return lines
+
+
+def _conv_notes(results: list[dict[str, object]], norms: list[dict[str, object]]) -> list[str]:
+    notes = []
+    if any(result.get("family") == CONV for result in results):
+        notes.append(
+            "Convolution rows: a 3x3 circular `Conv2d` layer at batch 64 timed as a whole "
+            "(geotorch has no convolution constraint). layer forward: the layer called under "
+            "`no_grad`; spectral_norm (train mode): geoparam's with `input_shape` (one power "
+            "iteration on the operator: a convolution and a transposed convolution of one "
+            "input) against torch's (one on the reshaped kernel); no constraint: the plain "
+            "layer, the same in both columns, the reference of the others. layer fwd+bwd: a "
+            "mean-square loss and its backward; `OrthogonalConv2d` in the geoparam column, a "
+            "plain circular `Conv2d` of the same shape in the torch column (× torch below 1: the "
+            "orthogonal layer's cost over the plain one's)."
+        )
+    if norms:
+        notes.append(
+            "Operator norms (the third table): each layer normalised by torch's `spectral_norm` "
+            "and by geoparam's with `input_shape`, from the same kernel, after 100 training-mode "
+            "reads (one power iteration each); then the largest singular value of the eval-mode "
+            "layer's dense matrix on that input, in float64. 1 is the target of both."
+        )
+    return notes
+
+
 def _scale_notes(results: list[dict[str, object]]) -> list[str]:
     if not any(result.get("family") == SCALE for result in results):
         return []
@@ -282,7 +330,10 @@ def _scale_notes(results: list[dict[str, object]]) -> list[str]:
 
 
 def markdown_report(
-    machine: dict[str, object], settings: dict[str, object], results: list[dict[str, object]]
+    machine: dict[str, object],
+    settings: dict[str, object],
+    results: list[dict[str, object]],
+    norms: list[dict[str, object]] = (),
 ) -> str:
     """The header, the table and its notes, as printed and written to ``bench.md``."""
     warmup = int(settings["warmup"])
@@ -293,10 +344,14 @@ def markdown_report(
         "|---|---|" + "--:|" * (len(COLUMNS) - 2),
         *(_row(result, warmup) for result in results),
         *memory_table(results),
+        *norms_table(list(norms)),
         "",
         *(
             f"- {note}"
-            for note in _notes(settings) + _catalogue_notes(results) + _scale_notes(results)
+            for note in _notes(settings)
+            + _catalogue_notes(results)
+            + _scale_notes(results)
+            + _conv_notes(results, list(norms))
         ),
     ]
     return "\n".join(lines) + "\n"

@@ -26,12 +26,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import torch
 
 from bench_cases import (
+    CONV,
     FORWARD_BACKWARD,
     LIBRARIES,
     TRAIN_STEP,
     Case,
     Problem,
     all_cases,
+    operator_norms,
 )
 from bench_report import machine_info, markdown_report
 from bench_timing import (
@@ -296,7 +298,12 @@ def main(argv: list[str] | None = None) -> int:
             for result in rows:
                 result["peak_memory_mib"] = peaks
 
-    markdown = markdown_report(report["machine"], settings, report["results"])
+    if any(case.family == CONV for case, _ in selection):
+        _log("operator norms left by each library's spectral normalisation (dense, float64)")
+        report["operator_norms"] = operator_norms(args.seed, reads=10 if args.quick else 100)
+    markdown = markdown_report(
+        report["machine"], settings, report["results"], report.get("operator_norms", [])
+    )
     print(markdown, end="")
     if args.out is not None:
         _write(args.out, report, markdown)

@@ -20,8 +20,18 @@ pytestmark = pytest.mark.skipif(
 
 # Rows covering each mode and each kind of contender: a tall map with geotorch, a norm with
 # geotorch n/a, the train step, two catalogue constraints (torch n/a; one with a right inverse).
-# The compiled row is left out: compiling three libraries' losses takes most of a minute.
-FILTERS = ["matrix_exp 64x8", "spectral_norm Linear", "RNN", "MLP", "sln 16x16", "alpha_stable 8x8"]
+# A tall weight at scale (geoparam only; its register mode and peak memory). The compiled row
+# is left out: compiling three libraries' losses takes most of a minute.
+FILTERS = [
+    "matrix_exp 64x8",
+    "spectral_norm Linear",
+    "RNN",
+    "MLP",
+    "sln 16x16",
+    "alpha_stable 8x8",
+    "Embedding(1000, 8)",
+    "8x8 batch 4",
+]
 EXPECTED_ROWS = {
     ("orthogonal matrix_exp 64x8", "forward"),
     ("orthogonal matrix_exp 64x8", "fwd+bwd"),
@@ -36,6 +46,12 @@ EXPECTED_ROWS = {
     ("alpha_stable 8x8", "forward"),
     ("alpha_stable 8x8", "fwd+bwd"),
     ("alpha_stable 8x8", "right inverse"),
+    ("orthogonal Embedding(1000, 8), default arguments", "register"),
+    ("orthogonal Embedding(1000, 8), default arguments", "fwd+bwd"),
+    ("Conv2d(4, 4, 3) 8x8 batch 4, no constraint", "layer forward"),
+    ("Conv2d(4, 4, 3) 8x8 batch 4, spectral_norm (train mode)", "layer forward"),
+    ("Conv2d(4, 4, 3) 8x8 batch 4, no constraint", "layer fwd+bwd"),
+    ("OrthogonalConv2d(4, 4, 3) 8x8 batch 4 against a plain Conv2d", "layer fwd+bwd"),
 }
 
 
@@ -198,13 +214,20 @@ def test_quick_run_json(quick_run):
         libraries = result["libraries"]
         assert set(libraries) == {"geoparam", "torch", "geotorch"}
         catalogue = result["family"] == "catalogue"
-        # The catalogue's peer is geotorch (torch has none of its constraints).
-        peer = "geotorch" if catalogue else "torch"
-        assert result[f"speedup_vs_{peer}"] > 0
-        assert result[f"speedup_vs_{peer}_min"] > 0
+        scale = result["family"] == "scale"
+        # The catalogue's peer is geotorch (torch has none of its constraints); the scale row
+        # here is geoparam's alone (the others' n x n base is too big at full size).
+        if scale:
+            assert "n x n" not in libraries["torch"]["na"] and "base" in libraries["torch"]["na"]
+            peaks = result["peak_memory_mib"]
+            assert peaks["geoparam"] >= 0 and peaks["torch"] == "not measured"
+        else:
+            peer = "geotorch" if catalogue else "torch"
+            assert result[f"speedup_vs_{peer}"] > 0
+            assert result[f"speedup_vs_{peer}_min"] > 0
         for name, entry in libraries.items():
             if "na" in entry:
-                assert name == ("torch" if catalogue else "geotorch")
+                assert name == ("torch" if catalogue else "geotorch") or scale
                 continue
             assert entry["error"] is None, (result["case"], name, entry["error"])
             assert 1 <= entry["reps"] <= report["settings"]["reps"]
@@ -218,12 +241,20 @@ def test_quick_run_json(quick_run):
             assert all(math.isfinite(t) and t > 0 for t in times)
             if result["family"] == "orthogonal":
                 assert entry["orth_error"] < 1e-4
-            if result["mode"] == "fwd+bwd" and not catalogue:
+            if result["mode"] == "fwd+bwd" and not catalogue and not scale:
                 assert entry["grad_rel_error"] < 1e-3
+            if result["mode"] == "fwd+bwd" and scale:  # no float64 reference at scale
+                assert entry["grad_rel_error"] is None and entry["orth_error"] < 1e-4
             if result["mode"] == "train step":
                 assert math.isfinite(entry["first_loss"])
         if result["family"] == "spectral_norm":
             assert "na" in libraries["geotorch"]
+    # The operator norms left by each library's spectral normalisation (dense, float64).
+    norms = report["operator_norms"]
+    assert {row["layer"] for row in norms} >= {"Conv2d(3, 8, 3, padding=1)"}
+    for row in norms:
+        assert 0.9 <= row["geoparam"] <= 1.01, row
+        assert row["torch"] > 0
 
 
 def test_quick_run_prints_the_written_table(quick_run):
@@ -385,6 +416,58 @@ CATALOGUE_RESULTS = (
     "| – | – |\n"
     "\n- notes\n"
 )
+
+
+SCALE_RESULTS = (
+    CATALOGUE_RESULTS.split("\n\n- notes")[0]
+    + "\n| orthogonal Linear(8, 256), default arguments | register | 2.00 (1.50) | 900 | 4,000 "
+    "| 450 | 2e+03 | 15 / 1* / 1* | – | – |\n"
+    "| orthogonal Embedding(1000, 8), default arguments | register | 5.00 (4.00) | n/a | n/a "
+    "| – | – | 15 / – / – | – | – |\n"
+    "| orthogonal Embedding(1000, 8), default arguments | fwd+bwd | 1.50 (1.40) | n/a | n/a "
+    "| – | – | 15 / – / – | 2.0e-06 / – | – |\n"
+    "\n| case | geoparam peak MiB | torch peak MiB | geotorch peak MiB |\n|---|--:|--:|--:|\n"
+    "| orthogonal Linear(8, 256), default arguments | 1 | 1,071 | not measured |\n"
+    "| orthogonal Embedding(1000, 8), default arguments | 114 | not measured | not measured |\n"
+    "\n- notes\n"
+)
+
+
+def test_the_scale_table_joins_times_and_peak_memory():
+    tables = load_standalone("tables.py")
+    table = tables.scale_table(
+        tables.parse_rows(SCALE_RESULTS), tables.parse_memory(SCALE_RESULTS)
+    ).splitlines()
+    assert table[4:] == [
+        "| `Linear(8, 256)` | 2.00 / 900 (one cold call) / 4,000 (one cold call) | – | – "
+        "| 1 / 1,071 |",
+        "| `Embedding(1000, 8)` | 5.00 / n/a / n/a | 1.50 | 2.0e-06 | 114 / not measured |",
+    ]
+    blocks = (
+        "<!-- bench-highlights:start -->\n<!-- bench-highlights:end -->\n"
+        "<!-- bench-table:start -->\n<!-- bench-table:end -->\n"
+        "<!-- bench-catalogue:start -->\n<!-- bench-catalogue:end -->\n"
+    )
+    with pytest.raises(ValueError, match="bench-scale"):
+        tables.render_readme(blocks, SCALE_RESULTS, [])  # results have rows, README no block
+    scale = "<!-- bench-scale:start -->\nstale\n<!-- bench-scale:end -->\n"
+    assert "| `Embedding(1000, 8)` |" in tables.render_readme(blocks + scale, SCALE_RESULTS, [])
+    with pytest.raises(ValueError, match="no scale row"):
+        tables.render_readme(blocks + scale, CATALOGUE_RESULTS, [])
+    without_memory = SCALE_RESULTS.split("\n\n| case | geoparam peak")[0]
+    with pytest.raises(ValueError, match="no peak memory"):
+        tables.render_readme(blocks + scale, without_memory, [])
+
+
+def test_the_report_has_a_memory_table_only_when_measured():
+    report = import_with_siblings("bench_report")
+    result = {"case": "c", "peak_memory_mib": {"geoparam": 12.0, "torch": "not measured"}}
+    assert report.memory_table([result, {**result}])[1:] == [
+        "| case | geoparam peak MiB | torch peak MiB | geotorch peak MiB |",
+        "|---|--:|--:|--:|",
+        "| c | 12 | not measured | – |",
+    ]
+    assert report.memory_table([{"case": "c"}]) == []
 
 
 def test_the_catalogue_table_lists_fwd_bwd_and_right_inverse_rows():
