@@ -118,8 +118,12 @@ def test_command_without_its_extra(command: str, needs: str, extra: str, tmp_pat
 
 @pytest.mark.parametrize(
     ("script", "needs"),
-    [("gan_ring.py", "matplotlib"), ("digits_rnn.py", "matplotlib and scikit-learn")],
-    ids=["gan_ring", "digits_rnn"],
+    [
+        ("gan_ring.py", "matplotlib"),
+        ("digits_rnn.py", "matplotlib and scikit-learn"),
+        ("certified_digits.py", "matplotlib and scikit-learn"),
+    ],
+    ids=["gan_ring", "digits_rnn", "certified_digits"],
 )
 def test_example_without_its_extra(script: str, needs: str, tmp_path: Path) -> None:
     program = f"SCRIPT = {str(ROOT / 'examples' / script)!r}\n" + _RUN_SCRIPT

@@ -343,3 +343,14 @@ def test_a_certified_stack_is_one_lipschitz():
     with torch.no_grad():
         ratio = (model(x) - model(y)).norm(dim=1) / (x - y).flatten(1).norm(dim=1)
     assert float(ratio.max()) <= 1 + 1e-10
+
+
+def test_meta_device_then_initialisation_draws_the_estimate():
+    with torch.device("meta"):
+        layer = geoparam.spectral_norm(nn.Conv2d(3, 4, 3, padding=1), input_shape=(3, 6, 6))
+    layer.to_empty(device="cpu")
+    layer.reset_parameters()
+    u = layer.parametrizations.weight[0]._u
+    torch.testing.assert_close(torch.linalg.vector_norm(u), torch.tensor(1.0))
+    layer.double().eval()
+    assert 0.9 <= operator_norm(layer, (3, 6, 6)) <= 1 + 1e-3
