@@ -14,6 +14,9 @@ about speed comes from it, through two blocks of README.md's "Speed" section, ea
 * ``catalogue``: geoparam against geotorch on each constraint of :data:`CATALOGUE`
   (forward+backward, and the right inverse where the table has it); this block is required
   exactly when results.md has such rows;
+* ``norms``: the operator norms that torch's ``spectral_norm`` and geoparam's with
+  ``input_shape`` leave on a few convolutions (the third table of results.md, as it is);
+  required exactly when results.md has that table;
 * ``scale``: the tall weights at scale (cases ending in :data:`SCALE_SUFFIX`): registration,
   forward+backward and peak memory (the second table of results.md); required exactly when
   results.md has such rows.
@@ -41,6 +44,7 @@ __all__ = [
     "docs_problems",
     "highlights",
     "main",
+    "norms_block",
     "parse_memory",
     "parse_rows",
     "render_readme",
@@ -177,6 +181,24 @@ HIGHLIGHTS: tuple[Highlight, ...] = (
         mode="register",
         why="geoparam keeps a compact 8192 × 64 base (one QR of the weight); torch and geotorch "
         "build and factor an 8192 × 8192 one",
+    ),
+    Highlight(
+        "the operator's power iteration: `spectral_norm(Conv2d(64, 64, 3), input_shape=(64, 32, "
+        "32))`, a training-mode forward at batch 64 over the plain layer's (each library's own "
+        "times; torch's normalises the reshaped kernel instead)",
+        ("Conv2d(64, 64, 3) 32x32 batch 64, spectral_norm (train mode)",),
+        mode="layer forward",
+        measure="relative",
+        against=("Conv2d(64, 64, 3) 32x32 batch 64, no constraint", "layer forward"),
+        why="one convolution and one transposed convolution of a single input per iteration",
+    ),
+    Highlight(
+        "`OrthogonalConv2d(64, 64, 3)` forward+backward at batch 64 against a plain circular "
+        "`Conv2d` of the same shape (in the torch column: the ratio is the plain layer's time "
+        "over the orthogonal one's)",
+        ("OrthogonalConv2d(64, 64, 3) 32x32 batch 64 against a plain Conv2d",),
+        mode="layer fwd+bwd",
+        why="FFTs of the input and a 64 × 64 Cayley transform at each of 32 × 17 frequencies",
     ),
     Highlight(
         "weight and spectral normalisation",
@@ -420,6 +442,29 @@ def catalogue_table(rows: dict[tuple[str, str], Row]) -> str:
     return "\n".join(lines)
 
 
+_NORMS_HEADER = "| layer | input | operator norm, torch's spectral_norm"
+_NORMS_START = "<!-- bench-norms:start -->"
+
+
+def norms_block(results: str) -> str:
+    """The operator-norm table of ``results``, as it is.
+
+    Raises:
+        ValueError: if ``results`` has no such table.
+    """
+    lines = results.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(_NORMS_HEADER)), None)
+    if start is None:
+        raise ValueError(
+            "results.md has no operator-norm table: run the full benchmark, or remove the "
+            "bench-norms block from README.md"
+        )
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return "\n".join(lines[start:end])
+
+
 def parse_memory(results: str) -> dict[str, Row]:
     """The peak-memory table of ``results`` (header ``| case | geoparam peak MiB |``), by case."""
     lines = results.splitlines()
@@ -505,6 +550,8 @@ def render_readme(readme: str, results: str, chosen: Sequence[Highlight] = HIGHL
     text = replace_block(readme, "highlights", highlights(rows, chosen))
     if _catalogue_rows(rows) or _CATALOGUE_START in readme:
         text = replace_block(text, "catalogue", catalogue_table(rows))
+    if _NORMS_HEADER in results or _NORMS_START in readme:
+        text = replace_block(text, "norms", norms_block(results))
     if any(case.endswith(SCALE_SUFFIX) for case, _ in rows) or _SCALE_START in readme:
         text = replace_block(text, "scale", scale_table(rows, parse_memory(results)))
     return replace_block(text, "table", table_block(results))

@@ -497,3 +497,24 @@ def test_the_readme_has_a_catalogue_block_exactly_when_results_have_catalogue_ro
     assert "catalogue" not in tables.render_readme(blocks, orthogonal_only, [])
     with pytest.raises(ValueError, match="no catalogue row"):
         tables.render_readme(blocks + catalogue, orthogonal_only, [])
+
+
+def test_the_norms_block_is_the_operator_norm_table_of_results_md():
+    tables = load_standalone("tables.py")
+    report = import_with_siblings("bench_report")
+    norms = [{"layer": "Conv2d(3, 8, 3)", "input_shape": [3, 8, 8], "torch": 1.93, "geoparam": 1.0}]
+    table = report.norms_table(norms)[1:]
+    assert table[-1] == "| Conv2d(3, 8, 3) | 3x8x8 | 1.930 | 1.0000 |"
+    results = CATALOGUE_RESULTS.replace("\n- notes", "\n".join(["", *table, "", "- notes"]))
+    assert tables.norms_block(results) == "\n".join(table)
+    blocks = (
+        "<!-- bench-highlights:start -->\n<!-- bench-highlights:end -->\n"
+        "<!-- bench-table:start -->\n<!-- bench-table:end -->\n"
+        "<!-- bench-catalogue:start -->\n<!-- bench-catalogue:end -->\n"
+    )
+    norms_markers = "<!-- bench-norms:start -->\nstale\n<!-- bench-norms:end -->\n"
+    assert table[-1] in tables.render_readme(blocks + norms_markers, results, [])
+    with pytest.raises(ValueError, match="bench-norms"):
+        tables.render_readme(blocks, results, [])
+    with pytest.raises(ValueError, match="no operator-norm table"):
+        tables.render_readme(blocks + norms_markers, CATALOGUE_RESULTS, [])
