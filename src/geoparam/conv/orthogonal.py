@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..linalg import stiefel_cayley
+from ..linalg import cayley, stiefel_cayley
 
 __all__ = ["OrthogonalConv1d", "OrthogonalConv2d"]
 
@@ -125,7 +125,13 @@ class _OrthogonalConvNd(nn.Module):
         # DFT of the kernel, conjugated because torch's convolutions are correlations).
         spectrum = torch.fft.rfftn(padded, dim=dims).conj()
         spectrum = spectrum.movedim(0, -1).movedim(0, -1)  # (*frequencies, out, in)
-        if self.out_channels >= spectrum.size(-1):
+        rows, columns = spectrum.shape[-2:]
+        if rows == columns:
+            # The square case of the tall map below, by the square kernel, whose backward is
+            # two products instead of a second solve.
+            lower = spectrum.tril()
+            return cayley(lower - lower.mH)
+        if rows > columns:
             return stiefel_cayley(spectrum)
         return stiefel_cayley(spectrum.mH).mH
 
@@ -136,8 +142,10 @@ class _OrthogonalConvNd(nn.Module):
         dims = tuple(range(-self.dims, 0))
         Q = self.frequency_matrices(sizes)
         spectrum = torch.fft.rfftn(x, dim=dims)  # (B, in, *frequencies)
-        spectrum = spectrum.movedim(1, -1).unsqueeze(-1)  # (B, *frequencies, in, 1)
-        out = (Q @ spectrum).squeeze(-1).movedim(-1, 1)  # (B, out, *frequencies)
+        # One (out x in) @ (in x B) product per frequency: the batch as the columns, rather
+        # than B·∏F matrix-vector products.
+        columns = spectrum.movedim(0, -1).movedim(0, -2)  # (*frequencies, in, B)
+        out = (Q @ columns).movedim(-1, 0).movedim(-1, 1)  # (B, out, *frequencies)
         y = torch.fft.irfftn(out, s=sizes, dim=dims)
         if self.bias is not None:
             y = y + self.bias.view(-1, *(1,) * self.dims)
@@ -151,9 +159,11 @@ class OrthogonalConv2d(_OrthogonalConvNd):
     divided by ``stride``). A circular convolution acts on the 2-D DFT of its input frequency by
     frequency, as the ``out x in`` matrix ``K(ω)`` of kernel DFTs. The layer replaces each
     ``K(ω)`` by its Cayley transform ``Q(ω)`` (Trockman & Kolter, "Orthogonalizing
-    convolutional layers with the Cayley transform", ICLR 2021), computed by the tall-weight
-    kernel :func:`geoparam.linalg.stiefel_cayley` on the batch of all frequencies (``O(c³)`` per
-    frequency, with ``c`` the channels): ``Q(ω)`` has orthonormal columns (rows, when
+    convolutional layers with the Cayley transform", ICLR 2021), computed on the batch of all
+    frequencies by :func:`geoparam.linalg.cayley` (square ``K``) or the tall-weight kernel
+    :func:`geoparam.linalg.stiefel_cayley` (``O(c³)`` per frequency, with ``c`` the channels; the
+    input is multiplied frequency by frequency with the batch as columns): ``Q(ω)`` has
+    orthonormal columns (rows, when
     ``out < in``), so ``‖f(x) − f(y)‖ = ‖x − y‖`` when ``out_channels >= in_channels · stride²``
     and ``≤`` otherwise (before the bias). Since the kernel is real, ``Q(-ω) = conj(Q(ω))`` and
     the output is real. ``stride = s`` first moves each ``s x s`` block of the input into
