@@ -190,3 +190,24 @@ def test_meta_device_then_initialised(case: Case):
     module.to_empty(device="cpu")
     geoparam.reset_parametrizations(module)
     _assert_on_set(case, module.weight, ATOL[case.dtype])
+
+
+# simplex-columns constrains dim=0, which a leading batch dimension would make the empty one.
+_BATCHABLE = [case for case in CASES if case.id != "simplex-columns"]
+
+
+@pytest.mark.parametrize("case", _params(_BATCHABLE))
+def test_an_empty_batch_registers_reads_samples_and_assigns(case: Case):
+    # A batch of no matrices (or vectors): nothing to constrain, nothing may crash.
+    shape = (0, *case.shape)
+    module = Holder(torch.empty(shape, dtype=case.dtype))
+    case.register(module)
+    W = module.weight
+    assert W.shape == shape
+    W.abs().sum().backward()
+    assert all(x.grad is not None and x.grad.numel() == 0 for x in originals(module))
+    sample = parametrization(module).sample()
+    assert sample.shape == shape and sample.dtype == case.dtype
+    assert parametrization(module).in_manifold(sample)
+    module.weight = sample
+    assert module.weight.shape == shape

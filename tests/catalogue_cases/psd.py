@@ -133,6 +133,13 @@ BAD_CALLS = [
         _SQUARE.format("definite matrix "),
     ),
     BadCall(
+        "positive_definite-empty-matrices",
+        geoparam.positive_definite,
+        (2, 0, 0),
+        ValueError,
+        r"Holder\.weight of shape \(2, 0, 0\): a positive definite matrix must have at least one",
+    ),
+    BadCall(
         "positive_definite-vector",
         geoparam.positive_definite,
         (5,),

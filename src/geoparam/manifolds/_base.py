@@ -130,7 +130,9 @@ class Parametrization(nn.Module):
                 property fails and by how much.
         """
         self._check_assignment(value)
-        if not self.projects_assignments and value.device.type != "meta":
+        # An empty tensor (a batch of no matrices) satisfies every constraint vacuously.
+        checkable = value.device.type != "meta" and value.numel() > 0
+        if not self.projects_assignments and checkable:
             problem = self._violation(value, None)
             if problem is not None:
                 if not self._projecting:
@@ -161,7 +163,7 @@ class Parametrization(nn.Module):
             NotImplementedError: the parametrization has no projection.
         """
         self._check_assignment(value)
-        if self._violation(value, None) is None:
+        if value.numel() == 0 or self._violation(value, None) is None:
             return value
         return self._project(value)
 
@@ -198,6 +200,8 @@ class Parametrization(nn.Module):
             return False
         if value.device.type != "meta" and not bool(torch.isfinite(value).all()):
             return False  # NaN passes many comparisons (NaN < 0 is False): refuse it first
+        if value.numel() == 0:
+            return True  # no matrix, nothing to violate
         return self._in_manifold(value, atol)
 
     def _in_manifold(self, value: Tensor, atol: float | None) -> bool:

@@ -344,6 +344,8 @@ def _sinkhorn_until(Y: Tensor, tolerance: float) -> Tensor:
     doubly stochastic scaling converges to one only in the limit).
     """
     Y = _sinkhorn(Y, 0)
+    if Y.numel() == 0:  # no matrix to scale
+        return Y.exp()
     for _ in range(_MAX_SINKHORN_ITERATIONS // 10):
         if float((Y.logsumexp(dim=-2).exp() - 1).abs().max()) <= tolerance:
             break

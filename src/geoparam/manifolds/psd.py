@@ -53,6 +53,10 @@ def _matrix_size(shape: torch.Size, label: str, what: str) -> int:
             f"{label} of shape {tuple(shape)}: {what} must be a square matrix or a batch of "
             "square matrices (..., n, n)."
         )
+    if shape[-1] == 0:
+        raise ValueError(
+            f"{label} of shape {tuple(shape)}: {what} must have at least one row and column."
+        )
     return shape[-1]
 
 
