@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kernel_testing import randn, relative_error, value_and_grad
 
-from geoparam.linalg.cayley import cayley
+from geoparam.linalg import qr_positive
+from geoparam.linalg.cayley import cayley, rotated_cayley
 
 REAL_AND_COMPLEX = [torch.float64, torch.complex128]
 SINGLE = [torch.float32, torch.complex64]
@@ -157,3 +158,59 @@ def test_property_unitary_and_inverse_of_negation(n, log_scale, complex_, seed):
     assert (cayley(-A) - Q.mH).abs().max().item() < 1e-13
     recovered = 2 * torch.linalg.solve(Q + eye, Q - eye, left=False)
     assert (recovered - A).abs().max().item() < 1e-11 * (1 + A.abs().max().item())
+
+
+# --- rotated_cayley: the base product fused into the solve -----------------------------------
+
+
+def _unitary(*shape: int, seed: int, dtype=torch.float64) -> torch.Tensor:
+    return qr_positive(randn(*shape, seed=seed, dtype=dtype))
+
+
+@pytest.mark.parametrize("dtype", REAL_AND_COMPLEX)
+@pytest.mark.parametrize("batch", [(), (3,)])
+def test_rotated_cayley_is_the_base_times_the_map(dtype, batch):
+    B = _unitary(*batch, 7, 7, seed=1, dtype=dtype)
+    A = random_skew(*batch, 7, 7, seed=2, dtype=dtype, scale=2.0)
+    torch.testing.assert_close(rotated_cayley(B, A), B @ torch_cayley(A), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", REAL_AND_COMPLEX)
+def test_rotated_cayley_gradients(dtype):
+    B = _unitary(2, 5, 5, seed=3, dtype=dtype)
+    X = randn(2, 5, 5, seed=4, dtype=dtype).requires_grad_()
+
+    def rotated(X: torch.Tensor) -> torch.Tensor:
+        return rotated_cayley(B, X - X.mH)
+
+    assert torch.autograd.gradcheck(rotated, (X,))
+    assert torch.autograd.gradgradcheck(rotated, (X,))
+    # Against autograd through the unfused oracle, B receiving no gradient in either.
+    G = randn(2, 5, 5, seed=5, dtype=dtype)
+    ours = torch.autograd.grad(torch.real((rotated(X) * G).sum()), X)[0]
+    oracle = torch.autograd.grad(torch.real((B @ torch_cayley(X - X.mH) * G).sum()), X)[0]
+    torch.testing.assert_close(ours, oracle, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", SINGLE)
+def test_rotated_cayley_in_single_precision(dtype):
+    B = _unitary(64, 64, seed=6, dtype=WIDE[dtype])
+    A = random_skew(64, 64, seed=7, dtype=WIDE[dtype], scale=0.1)
+    G = randn(64, 64, seed=8, dtype=WIDE[dtype])
+    reference, grad_reference = value_and_grad(lambda A: B @ torch_cayley(A), A, G)
+    single = B.to(dtype)
+    value, grad = value_and_grad(lambda A: rotated_cayley(single, A), A.to(dtype), G.to(dtype))
+    assert relative_error(value.to(WIDE[dtype]), reference) < 1e-5
+    assert relative_error(grad.to(WIDE[dtype]), grad_reference) < 1e-5
+
+
+def test_rotated_cayley_half_precision_and_bad_shapes():
+    B = _unitary(4, 4, seed=9, dtype=torch.float32)
+    A = random_skew(4, 4, seed=10, dtype=torch.float32)
+    Q = rotated_cayley(B.bfloat16(), A.bfloat16())
+    assert Q.dtype == torch.bfloat16
+    torch.testing.assert_close(Q.float(), B @ torch_cayley(A), atol=3e-2, rtol=0)
+    with pytest.raises(ValueError, match="one size"):
+        rotated_cayley(torch.eye(3), A)
+    with pytest.raises(ValueError, match="square matrices"):
+        rotated_cayley(torch.eye(4), torch.zeros(4, 3))

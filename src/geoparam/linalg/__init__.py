@@ -1,6 +1,6 @@
 """Kernels: differentiable functions on tensors, with no knowledge of modules."""
 
-from .cayley import cayley
+from .cayley import cayley, rotated_cayley
 from .conv import ConvOperator, operator_power_iteration_
 from .conv_spectrum import conv_singular_values, project_conv_operator_norm
 from .expm import expm_skew
@@ -24,6 +24,7 @@ __all__ = [
     "power_iteration_",
     "project_conv_operator_norm",
     "qr_positive",
+    "rotated_cayley",
     "solve_lyapunov",
     "stiefel_cayley",
     "stiefel_expm",

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ._precision import working_dtype
 
-__all__ = ["cayley"]
+__all__ = ["cayley", "rotated_cayley"]
 
 
 def _half_inverse(A: Tensor) -> Tensor:
@@ -112,3 +112,82 @@ def cayley(A: Tensor) -> Tensor:
     # Without a backward to prepare for, skip the autograd.Function: its dispatch costs tens of
     # microseconds, as much as the whole map for small matrices.
     return _from_half_inverse(_half_inverse(A))
+
+
+class _RotatedCayley(torch.autograd.Function):
+    """``B (2 (I - A/2)⁻¹ - I)`` with ``B`` constant; see :func:`rotated_cayley`."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(B: Tensor, A: Tensor) -> tuple[Tensor, Tensor]:
+        X = _rotated_half_inverse(B, A)
+        return 2.0 * X - B, X
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple[Tensor, Tensor], output: tuple[Tensor, Tensor]) -> None:
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(inputs[0], output[1])
+
+    @staticmethod
+    def backward(ctx, grad_Q: Tensor | None, grad_X: Tensor | None) -> tuple[None, Tensor | None]:
+        B, X = ctx.saved_tensors
+        # X = B M⁻¹ with M = I - A/2, so dX = X (dA/2) M⁻¹ and dQ = 2 dX; with M⁻¹ = Bᴴ X (B
+        # orthogonal), the adjoint of dA is ½ Xᴴ G M⁻ᴴ = ½ (Xᴴ G)(Xᴴ B) for G the gradient on X.
+        if grad_Q is None and grad_X is None:
+            return None, None
+        if grad_X is None:
+            G = grad_Q * 2.0
+        elif grad_Q is None:
+            G = grad_X
+        else:
+            G = torch.add(grad_X, grad_Q, alpha=2.0)
+        X_h = X.mH
+        return None, torch.matmul(X_h @ G, X_h @ B) * 0.5
+
+
+def _rotated_half_inverse(B: Tensor, A: Tensor) -> Tensor:
+    """``B (I - A/2)⁻¹``, solved from the right with ``B`` as the right-hand side."""
+    eye = torch.eye(A.size(-1), dtype=A.dtype, device=A.device)
+    M = torch.add(eye, A, alpha=-0.5)
+    return torch.linalg.solve_ex(M, B.expand_as(M), left=False)[0]
+
+
+def rotated_cayley(B: Tensor, A: Tensor) -> Tensor:
+    """``B · cayley(A)`` for an orthogonal (unitary) ``B`` that takes no gradient, fused.
+
+    The product of a dynamic trivialization's base with the Cayley map. Since
+    ``cayley(A) = 2 M⁻¹ - I`` with ``M = I - A/2``, ``B cayley(A) = 2 X - B`` with ``X = B M⁻¹``,
+    which one LU solve with ``B`` as its right-hand side gives: the solve that computes ``M⁻¹``
+    computes ``X`` for the same cost, and the product with ``B`` is saved. The backward uses
+    ``M⁻¹ = Bᴴ X``, which holds for a unitary ``B``: three products, as the unfused map's
+    backward (one for the base, two for the map). No gradient reaches ``B``.
+
+    Args:
+        B: unitary tensor of shape ``(..., n, n)`` (broadcast against ``A``'s batch).
+        A: skew tensor of shape ``(..., n, n)``; float32/64 or complex64/128 (half types are
+            computed in single precision).
+
+    Returns:
+        ``B (I - A/2)⁻¹ (I + A/2)``, of ``A``'s batch shape and dtype.
+
+    Raises:
+        ValueError: ``A`` or ``B`` is not a batch of square matrices of the same size.
+
+    Example:
+        >>> B = torch.linalg.qr(torch.randn(4, 4)).Q
+        >>> X = torch.randn(4, 4)
+        >>> torch.allclose(rotated_cayley(B, X - X.mT), B @ cayley(X - X.mT), atol=1e-5)
+        True
+    """
+    if A.dim() < 2 or A.size(-1) != A.size(-2) or B.shape[-2:] != A.shape[-2:]:
+        raise ValueError(
+            f"rotated_cayley expects square matrices (..., n, n) of one size, got B of shape "
+            f"{tuple(B.shape)} and A of shape {tuple(A.shape)}"
+        )
+    if working_dtype(A.dtype) != A.dtype:
+        work = working_dtype(A.dtype)
+        return rotated_cayley(B.to(work), A.to(work)).to(A.dtype)
+    if torch.is_grad_enabled() and A.requires_grad:
+        return _RotatedCayley.apply(B.detach(), A)[0]
+    return 2.0 * _rotated_half_inverse(B, A) - B

@@ -110,11 +110,8 @@ class Grassmannian(Orthogonal):
     def extra_repr(self) -> str:
         return f"triv={self.orthogonal_map!r}"
 
-    def _tall_map(self, X: Tensor) -> Tensor:
-        return super()._tall_map(_frame(X))
-
-    def _square_map(self, X: Tensor) -> Tensor:
-        return super()._square_map(_frame(X))
+    def _input(self, X: Tensor) -> Tensor:
+        return _frame(X)
 
     def _right_inverse(self, Q: Tensor) -> Tensor:
         """Make ``Q`` (completed to ``n x n``) the base; return ``X = 0``, which maps to ``Q``."""

@@ -19,6 +19,7 @@ from ..linalg import (
     is_orthogonal,
     polar,
     qr_positive,
+    rotated_cayley,
     stiefel_cayley,
     stiefel_expm,
 )
@@ -272,6 +273,10 @@ class Orthogonal(Parametrization):
                 )
             if self.compact_base:
                 Q = self._compact_map(self.base.mT if transposed else self.base, X)
+            elif self.orthogonal_map == "cayley" and X.size(-2) == X.size(-1):
+                # The base product fused into the map's solve (one product fewer).
+                L = self._input(X).tril()
+                Q = rotated_cayley(self.base, L - L.mH)
             else:
                 Q = self.base @ self._tall_map(X)
         return Q.mT if transposed else Q
@@ -287,8 +292,13 @@ class Orthogonal(Parametrization):
         H = H - Y @ (Y.mH @ H)
         return _lift(Y, self._tall_map(torch.cat([Omega, H], dim=-2)))
 
+    def _input(self, X: Tensor) -> Tensor:
+        """What the maps read of the unconstrained tensor (all of it; a subclass may restrict)."""
+        return X
+
     def _tall_map(self, X: Tensor) -> Tensor:
         # X is (..., n, k) with n >= k.
+        X = self._input(X)
         if self.orthogonal_map == "householder":
             return householder_product(X) * _column_signs(X)
         if X.size(-2) == X.size(-1):
@@ -474,6 +484,7 @@ class Orthogonal(Parametrization):
 
     def _square_map(self, X: Tensor) -> Tensor:
         # The n x n orthogonal matrix whose first k columns are _tall_map(X).
+        X = self._input(X)
         if self.orthogonal_map == "householder":
             signs = _column_signs(X)
             extra = signs.new_ones(*signs.shape[:-1], X.size(-2) - X.size(-1))
