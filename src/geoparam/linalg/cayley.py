@@ -10,17 +10,18 @@ from ._precision import working_dtype
 __all__ = ["cayley", "rotated_cayley"]
 
 
-def _half_inverse(A: Tensor) -> Tensor:
-    """``(I - A/2)⁻¹``, from which the map is ``2 (I - A/2)⁻¹ - I``."""
+def _half_inverse(A: Tensor, B: Tensor | None = None) -> Tensor:
+    """``B (I - A/2)⁻¹`` (``B = I`` by default), from which the map is ``2 (I - A/2)⁻¹ - I``."""
     eye = torch.eye(A.size(-1), dtype=A.dtype, device=A.device)
-    # Solved from the right (X M = I): LAPACK then takes torch's row-major M as it is, with no
+    # Solved from the right (X M = B): LAPACK then takes torch's row-major M as it is, with no
     # transposing copy, measured 15-25 % faster than the same solve from the left. solve_ex skips
     # the singularity check (a host sync): for skew A, I - A/2 has eigenvalues 1 - iλ/2 with λ
     # real, so it is always invertible.
     M = torch.add(eye, A, alpha=-0.5)
     # The right-hand side is given M's batch shape: a bare (0, 0) identity against an empty batch
     # of 0 x 0 matrices would be read as a batch of vectors.
-    return torch.linalg.solve_ex(M, eye.expand_as(M), left=False)[0]
+    rhs = eye if B is None else B
+    return torch.linalg.solve_ex(M, rhs.expand_as(M), left=False)[0]
 
 
 def _from_half_inverse(M_inv: Tensor) -> Tensor:
@@ -121,7 +122,7 @@ class _RotatedCayley(torch.autograd.Function):
 
     @staticmethod
     def forward(B: Tensor, A: Tensor) -> tuple[Tensor, Tensor]:
-        X = _rotated_half_inverse(B, A)
+        X = _half_inverse(A, B)
         return 2.0 * X - B, X
 
     @staticmethod
@@ -144,13 +145,6 @@ class _RotatedCayley(torch.autograd.Function):
             G = torch.add(grad_X, grad_Q, alpha=2.0)
         X_h = X.mH
         return None, torch.matmul(X_h @ G, X_h @ B) * 0.5
-
-
-def _rotated_half_inverse(B: Tensor, A: Tensor) -> Tensor:
-    """``B (I - A/2)⁻¹``, solved from the right with ``B`` as the right-hand side."""
-    eye = torch.eye(A.size(-1), dtype=A.dtype, device=A.device)
-    M = torch.add(eye, A, alpha=-0.5)
-    return torch.linalg.solve_ex(M, B.expand_as(M), left=False)[0]
 
 
 def rotated_cayley(B: Tensor, A: Tensor) -> Tensor:
@@ -190,4 +184,4 @@ def rotated_cayley(B: Tensor, A: Tensor) -> Tensor:
         return rotated_cayley(B.to(work), A.to(work)).to(A.dtype)
     if torch.is_grad_enabled() and A.requires_grad:
         return _RotatedCayley.apply(B.detach(), A)[0]
-    return 2.0 * _rotated_half_inverse(B, A) - B
+    return 2.0 * _half_inverse(A, B) - B

@@ -113,14 +113,6 @@ def _lift(Y: Tensor, E: Tensor) -> Tensor:
     return E[..., k:, :] + Y @ E[..., :k, :]
 
 
-def _full_base_bytes(shape: Sequence[int], dtype: torch.dtype | None) -> tuple[int, int]:
-    # Entries and bytes of the n x n base (n the larger side) of a weight of this shape.
-    n = max(shape[-2], shape[-1])
-    entries = math.prod(shape[:-2]) * n * n
-    itemsize = (torch.get_default_dtype() if dtype is None else dtype).itemsize
-    return entries, entries * itemsize
-
-
 def _pad_columns(X: Tensor) -> Tensor:
     # (..., n, k) -> (..., n, n) with zero columns on the right.
     n, k = X.size(-2), X.size(-1)
@@ -216,7 +208,7 @@ class Orthogonal(Parametrization):
                 "keeps none."
             )
         square = self.shape[-2] == self.shape[-1]
-        entries, size = _full_base_bytes(self.shape, dtype)
+        entries = math.prod(self._full_base_shape())
         if compact_base is None:
             compact_base = entries > FULL_BASE_LIMIT
         #: Whether the base is kept as its first ``k`` columns (never for a square weight).
@@ -224,10 +216,10 @@ class Orthogonal(Parametrization):
         if use_trivialization:
             self.register_buffer("base", None)
             if not self.compact_base and not square and entries > FULL_BASE_LIMIT:
-                n = max(self.shape[-2], self.shape[-1])
+                size = entries * self.dtype.itemsize
                 warnings.warn(
                     f"{self.label} of shape {tuple(self.shape)}: the full base is "
-                    f"{' x '.join(map(str, (*self.shape[:-2], n, n)))} ({size / 2**20:,.0f} MiB, "
+                    f"{' x '.join(map(str, self._full_base_shape()))} ({size / 2**20:,.0f} MiB, "
                     f"above {FULL_BASE_LIMIT:,} entries); compact_base=True keeps only its "
                     f"first {min(self.shape[-2], self.shape[-1])} columns, O(nk) instead of O(n²).",
                     UserWarning,
