@@ -262,25 +262,34 @@ def _cells(line: str) -> list[str]:
     return [cell.strip() for cell in line.strip().strip("|").split("|")]
 
 
+def _table_lines(results: str, header: str) -> list[str] | None:
+    """The lines of the table of ``results`` whose header line starts with ``header``, header and
+    separator included, or ``None`` if it has none."""
+    lines = results.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(header)), None)
+    if start is None:
+        return None
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return lines[start:end]
+
+
+def _table_rows(lines: list[str]) -> list[Row]:
+    header = _cells(lines[0])
+    return [dict(zip(header, _cells(line), strict=True)) for line in lines[2:]]
+
+
 def parse_rows(results: str) -> dict[tuple[str, str], Row]:
     """The table of ``results`` (a bench.md) as ``(case, mode)`` to its row.
 
     Raises:
         ValueError: if ``results`` holds no table whose header starts ``| case | mode |``.
     """
-    lines = results.splitlines()
-    try:
-        start = next(i for i, line in enumerate(lines) if line.startswith("| case | mode |"))
-    except StopIteration:
-        raise ValueError("no benchmark table (a line '| case | mode | ...') found") from None
-    header = _cells(lines[start])
-    rows = {}
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        row = dict(zip(header, _cells(line), strict=True))
-        rows[row["case"], row["mode"]] = row
-    return rows
+    lines = _table_lines(results, "| case | mode |")
+    if lines is None:
+        raise ValueError("no benchmark table (a line '| case | mode | ...') found")
+    return {(row["case"], row["mode"]): row for row in _table_rows(lines)}
 
 
 def _number(cell: str) -> float | None:
@@ -452,35 +461,19 @@ def norms_block(results: str) -> str:
     Raises:
         ValueError: if ``results`` has no such table.
     """
-    lines = results.splitlines()
-    start = next((i for i, line in enumerate(lines) if line.startswith(_NORMS_HEADER)), None)
-    if start is None:
+    lines = _table_lines(results, _NORMS_HEADER)
+    if lines is None:
         raise ValueError(
             "results.md has no operator-norm table: run the full benchmark, or remove the "
             "bench-norms block from README.md"
         )
-    end = start
-    while end < len(lines) and lines[end].startswith("|"):
-        end += 1
-    return "\n".join(lines[start:end])
+    return "\n".join(lines)
 
 
 def parse_memory(results: str) -> dict[str, Row]:
     """The peak-memory table of ``results`` (header ``| case | geoparam peak MiB |``), by case."""
-    lines = results.splitlines()
-    start = next(
-        (i for i, line in enumerate(lines) if line.startswith("| case | geoparam peak MiB")), None
-    )
-    if start is None:
-        return {}
-    header = _cells(lines[start])
-    table = {}
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        row = dict(zip(header, _cells(line), strict=True))
-        table[row["case"]] = row
-    return table
+    lines = _table_lines(results, "| case | geoparam peak MiB")
+    return {} if lines is None else {row["case"]: row for row in _table_rows(lines)}
 
 
 def scale_table(rows: dict[tuple[str, str], Row], memory: dict[str, Row]) -> str:

@@ -10,6 +10,7 @@ from torch import Tensor
 from ..linalg.conv import ConvOperator, operator_power_iteration_
 from ..manifolds._base import Parametrization
 from ..manifolds._reuse import cached_evaluation
+from ..manifolds._validation import check_power_iterations
 
 __all__ = ["ConvSpectralNorm"]
 
@@ -70,11 +71,7 @@ class ConvSpectralNorm(Parametrization):
     ) -> None:
         label = label or "the convolution's kernel"
         super().__init__(weight.shape, label=label, dtype=weight.dtype, device=weight.device)
-        if n_power_iterations <= 0:
-            raise ValueError(
-                f"spectral_norm: {self.label}: Expected n_power_iterations to be positive, but "
-                f"got n_power_iterations={n_power_iterations}"
-            )
+        check_power_iterations(n_power_iterations, self.label)
         self.operator = operator
         self.input_shape = tuple(int(s) for s in input_shape)
         self.n_power_iterations = n_power_iterations

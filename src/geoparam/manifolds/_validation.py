@@ -70,3 +70,12 @@ def check_rank(rank: object, limit: int, where: str) -> int:
     if not 1 <= rank <= limit:
         raise ValueError(message)
     return int(rank)
+
+
+def check_power_iterations(n_power_iterations: int, label: str) -> None:
+    """Raise ``ValueError`` (torch's wording) unless ``n_power_iterations`` is positive."""
+    if n_power_iterations <= 0:
+        raise ValueError(
+            f"spectral_norm: {label}: Expected n_power_iterations to be positive, but "
+            f"got n_power_iterations={n_power_iterations}"
+        )

@@ -9,6 +9,7 @@ from torch import Tensor
 from ..linalg import power_iteration_
 from ._base import Parametrization
 from ._reuse import cached_evaluation
+from ._validation import check_power_iterations
 
 __all__ = ["SpectralNorm", "WeightNorm"]
 
@@ -154,11 +155,7 @@ class SpectralNorm(Parametrization):
                 f"spectral_norm: {self.label} of shape {tuple(weight.shape)}: Dimension out of "
                 f"range (expected to be in range of [-{ndim}, {ndim - 1}] but got {dim})"
             )
-        if n_power_iterations <= 0:
-            raise ValueError(
-                f"spectral_norm: {self.label}: Expected n_power_iterations to be positive, but "
-                f"got n_power_iterations={n_power_iterations}"
-            )
+        check_power_iterations(n_power_iterations, self.label)
         self.dim = dim % ndim
         self.eps = eps
         if ndim > 1:
