@@ -29,6 +29,7 @@ from .spectrum import (
     POSITIVE_FUNCTIONS,
     ElementwiseMap,
     FunctionArgument,
+    FunctionPair,
     Spectrum,
     _identity,
     inset,
@@ -550,7 +551,33 @@ def _rotations(U: Tensor, V: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class _RotatedFrames(_SingularValueProduct):
-    """Frames in ``SO(n)``, so ``det W = ∏ s > 0`` for a positive spectrum ``s``."""
+    """Frames in ``SO(n)``, so ``det W = ∏ s > 0`` for a positive spectrum ``s``.
+
+    Square real weights; ``f`` positive with an inverse; a map that stays in ``SO(n)``.
+    ``front_door`` names the constraint in messages.
+    """
+
+    def __init__(
+        self,
+        shape: torch.Size,
+        f: FunctionArgument,
+        triv: OrthogonalMap | str | None,
+        front_door: str,
+        *,
+        label: str,
+        dtype: torch.dtype | None,
+        device: torch.device | str | None,
+    ) -> None:
+        n = _check_square(shape, label, front_door)
+        _check_real(dtype, shape, label, front_door)
+        spectrum = self._spectrum(require_inverse(f, POSITIVE_FUNCTIONS, _where(shape, label)))
+        triv = check_map(triv, _where(shape, label), dtype, rotations=True)
+        super().__init__(shape, n, spectrum, triv, low=0.0, label=label, dtype=dtype, device=device)
+
+    @staticmethod
+    def _spectrum(f: FunctionPair) -> FunctionPair:
+        """The spectrum's function pair made from the user's positive ``f``."""
+        return f
 
     def _factorize(self, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         U, s, V = _svd(value, self.rank)
@@ -649,11 +676,7 @@ class Invertible(_RotatedFrames):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        n = _check_square(shape, label, "invertible")
-        _check_real(dtype, shape, label, "invertible")
-        spectrum = require_inverse(f, POSITIVE_FUNCTIONS, _where(shape, label))
-        triv = check_map(triv, _where(shape, label), dtype, rotations=True)
-        super().__init__(shape, n, spectrum, triv, low=0.0, label=label, dtype=dtype, device=device)
+        super().__init__(shape, f, triv, "invertible", label=label, dtype=dtype, device=device)
 
     def _project(self, value: Tensor) -> Tensor:
         return _compose(*self._positive_parts(value)).to(value.dtype)
@@ -702,13 +725,13 @@ class SpecialLinear(_RotatedFrames):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
-        n = _check_square(shape, label, "sln")
-        _check_real(dtype, shape, label, "sln")
-        unit = _UnitProduct(*require_inverse(f, POSITIVE_FUNCTIONS, _where(shape, label)))
-        triv = check_map(triv, _where(shape, label), dtype, rotations=True)
-        super().__init__(
-            shape, n, (unit, unit.inverse), triv, low=0.0, label=label, dtype=dtype, device=device
-        )
+        super().__init__(shape, f, triv, "sln", label=label, dtype=dtype, device=device)
+
+    @staticmethod
+    def _spectrum(f: FunctionPair) -> FunctionPair:
+        # f divided by its geometric mean, so that ∏ s = 1.
+        unit = _UnitProduct(*f)
+        return unit, unit.inverse
 
     def _violation(self, value: Tensor, atol: float | None) -> str | None:
         problem = super()._violation(value, None)
