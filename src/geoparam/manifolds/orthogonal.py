@@ -430,6 +430,20 @@ class Orthogonal(Parametrization):
         Raises:
             ValueError: the base needs converting but the checkpoint has no stored tensor for
                 it (the parametrization is stacked after another one).
+
+        Example:
+            >>> import warnings
+            >>> full = Orthogonal(torch.Size([6, 2]), "cayley", compact_base=False)
+            >>> X = full.right_inverse(torch.linalg.qr(torch.randn(6, 2)).Q) + 0.1
+            >>> state = {"0.base": full.base, "original": X}
+            >>> compact = Orthogonal(torch.Size([6, 2]), "cayley", compact_base=True)
+            >>> with warnings.catch_warnings():
+            ...     warnings.simplefilter("ignore")
+            ...     compact.adapt_checkpoint_(state, "0.", ["original"])
+            >>> compact.base = state["0.base"]
+            >>> same = torch.allclose(compact(state["original"]), full(X), atol=1e-6)
+            >>> compact.base.shape, same
+            (torch.Size([6, 2]), True)
         """
         B = state_dict.get(f"{prefix}base")
         if not self.use_trivialization or not isinstance(B, Tensor):
