@@ -94,7 +94,9 @@ def _column_signs(X: Tensor) -> Tensor:
     # with `.int()`, so weight decay that shrinks -1 to -0.99997 truncates it to 0 and zeroes a
     # column. Copying the diagonal's sign bit onto 1 keeps every sign at exactly +-1 whatever the
     # optimizer does, and reads -0.0 (where decoupled weight decay eventually takes a -1) as -1.
-    diagonal = X.diagonal(dim1=-2, dim2=-1)
+    # Read without a gradient: the signs are piecewise constant (a tracked copysign_ only made
+    # the backward form a zero gradient for them and scatter it onto X's diagonal).
+    diagonal = X.detach().diagonal(dim1=-2, dim2=-1)
     return torch.ones_like(diagonal).copysign_(diagonal).unsqueeze(-2)
 
 
