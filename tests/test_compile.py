@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch._dynamo.utils import counters
 
 import geoparam
+from geoparam.linalg import householder
 
 MAPS = ("matrix_exp", "cayley", "householder")
 
@@ -155,6 +156,13 @@ def test_compiled_orthogonal_matches_eager(orthogonal_map, shape, dtype, scale):
     eye = torch.eye(Q.size(-1), dtype=dtype)
     assert float((Q.mH @ Q - eye).abs().max()) < 1e-5
     assert counters["stats"]["unique_graphs"] == 1
+
+
+def test_compiled_householder_blocks_match_eager(monkeypatch):
+    # Square Householder weights with a base run in blocks of reflectors (from two blocks on:
+    # n >= 128 at the real block size); blocks of 2 bring that path to a 6 x 6 weight.
+    monkeypatch.setattr(householder, "_BLOCK", 2)
+    test_compiled_orthogonal_matches_eager("householder", (6, 6), torch.float32, 0.5)
 
 
 def _norm_model(constrain) -> nn.Sequential:
@@ -458,6 +466,12 @@ def test_exported_graph_has_no_host_sync(case):
     ops = _called_ops(program) | _called_ops(program.run_decompositions())
     assert not ops & HOST_SYNC_OPS
     assert not {"aten.linalg_solve.default", "aten.linalg_inv.default"} & ops
+
+
+def test_export_householder_blocks_without_host_sync(monkeypatch):
+    monkeypatch.setattr(householder, "_BLOCK", 2)
+    test_export_eval_model("householder-square")
+    test_exported_graph_has_no_host_sync("householder-square")
 
 
 @pytest.mark.parametrize("case", list(EXPORT_CASES))

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kernel_testing import randn, relative_error, value_and_grad
 
-from geoparam.linalg.householder import householder_product
+from geoparam.linalg import householder
+from geoparam.linalg.householder import householder_product, rotated_householder
 
 SHAPES = [(1, 1), (4, 4), (6, 3), (7, 1), (2, 5, 3), (2, 3, 6, 6)]
 
@@ -211,3 +212,148 @@ def test_householder_square_batches_as_a_loop():
     assert H.shape == (2, 3, 6, 6)
     for index in np.ndindex(2, 3):
         torch.testing.assert_close(H[index], _explicit_product(reflectors[index]))
+
+
+# ---------------------------------------------------------------------------------------------
+# rotated_householder: B · H₁⋯H_n accumulated from the left in blocks of reflectors.
+
+
+def _orthogonal_base(*shape: int, seed: int, dtype=torch.float64) -> torch.Tensor:
+    return torch.linalg.qr(randn(*shape, seed=seed, dtype=dtype)).Q
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of 3 reflectors, so that matrices small enough for gradcheck use several."""
+    monkeypatch.setattr(householder, "_BLOCK", 3)
+
+
+# At the real block size (64): two blocks, three with a short last one, and a batch; 128 is the
+# smallest size that uses the blocks.
+BLOCK_SHAPES = [(128, 128), (200, 200), (2, 150, 150)]
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 30.0])
+@pytest.mark.parametrize("shape", BLOCK_SHAPES)
+def test_rotated_householder_matches_the_base_times_lapacks_product(shape, scale):
+    n = shape[-1]
+    B = _orthogonal_base(*shape[:-2], n, n, seed=30)
+    A = scale * randn(*shape, seed=31)
+    G = randn(*shape, seed=32)
+    Q, grad = value_and_grad(lambda X: rotated_householder(B, X), A, G)
+    expected_Q, expected_grad = value_and_grad(lambda X: B @ torch_householder(X), A, G)
+    assert (Q - expected_Q).abs().max().item() < 1e-13
+    assert (grad - expected_grad).abs().max().item() <= 1e-12 * expected_grad.abs().max().item()
+
+
+@pytest.mark.parametrize("shape", [(7, 7), (6, 6), (2, 9, 9)])
+def test_rotated_householder_gradcheck_across_blocks(small_blocks, shape):
+    n = shape[-1]
+    B = _orthogonal_base(*shape[:-2], n, n, seed=33)
+    A = randn(*shape, seed=34).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda X: rotated_householder(B, X), (A,))
+
+
+def test_rotated_householder_broadcasts_the_base(small_blocks):
+    B = _orthogonal_base(8, 8, seed=35)
+    A = randn(2, 8, 8, seed=36).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda X: rotated_householder(B, X), (A,))
+    batched_base = _orthogonal_base(2, 8, 8, seed=37)
+    single = randn(8, 8, seed=38).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda X: rotated_householder(batched_base, X), (single,))
+
+
+def test_rotated_householder_gradient_reaches_only_the_strictly_lower_part(small_blocks):
+    B = _orthogonal_base(10, 10, seed=39)
+    A = randn(10, 10, seed=40).requires_grad_(True)
+    rotated_householder(B, A).backward(randn(10, 10, seed=41))
+    assert torch.equal(A.grad.triu(), torch.zeros(10, 10, dtype=A.dtype))
+    assert torch.equal(
+        rotated_householder(B, A.detach().tril(-1)), rotated_householder(B, A.detach())
+    )
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (40, 12), (2, 30, 30), (130, 100)])
+def test_rotated_householder_outside_the_blocks_is_the_plain_product(shape):
+    # Tall reflectors and squares below two blocks: B @ householder_product, to rounding.
+    n = shape[-2]
+    B = _orthogonal_base(*shape[:-2], n, n, seed=42)
+    A = randn(*shape, seed=43)
+    G = randn(*shape, seed=44)
+    Q, grad = value_and_grad(lambda X: rotated_householder(B, X), A, G)
+    expected_Q, expected_grad = value_and_grad(lambda X: B @ householder_product(X), A, G)
+    torch.testing.assert_close(Q, expected_Q, rtol=0, atol=1e-13)
+    torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [128, 256, 512])
+def test_rotated_householder_in_single_precision(n):
+    B = _orthogonal_base(n, n, seed=45)
+    A = randn(n, n, seed=46)
+    G = randn(n, n, seed=47)
+    Q, grad = value_and_grad(lambda X: rotated_householder(B.float(), X), A.float(), G.float())
+    expected_Q, expected_grad = value_and_grad(lambda X: B @ torch_householder(X), A, G)
+    eps = torch.finfo(torch.float32).eps
+    eye = torch.eye(n, dtype=torch.float64)
+    assert (Q.double().mT @ Q.double() - eye).abs().max().item() <= 10 * n * eps
+    assert relative_error(Q.double(), expected_Q) <= 1e-5
+    assert relative_error(grad.double(), expected_grad) <= 1e-5
+
+
+def test_rotated_householder_no_grad_route_agrees_with_the_differentiable_one():
+    B = _orthogonal_base(200, 200, seed=48, dtype=torch.float32)
+    A = randn(200, 200, seed=49, dtype=torch.float32).requires_grad_(True)
+    with torch.no_grad():
+        inference = rotated_householder(B, A)
+    assert inference.grad_fn is None
+    torch.testing.assert_close(inference, rotated_householder(B, A).detach(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_rotated_householder_half_precision_computes_in_float32(small_blocks, dtype):
+    B = _orthogonal_base(9, 9, seed=50, dtype=torch.float32)
+    A = randn(9, 9, seed=51, dtype=torch.float32).to(dtype).requires_grad_(True)
+    Q = rotated_householder(B.to(dtype), A)
+    Q.sum().backward()
+    assert Q.dtype == A.grad.dtype == dtype
+    expected = rotated_householder(B.to(dtype).float(), A.detach().float())
+    assert (Q.float() - expected).abs().max().item() <= torch.finfo(dtype).eps
+
+
+def test_rotated_householder_refuses_second_derivatives_and_takes_no_base_gradient(small_blocks):
+    B = _orthogonal_base(7, 7, seed=52).requires_grad_(True)
+    A = randn(7, 7, seed=53).requires_grad_(True)
+    (grad,) = torch.autograd.grad(rotated_householder(B, A), A, randn(7, 7, seed=54), True)
+    assert not grad.requires_grad
+    rotated_householder(B, A).sum().backward()
+    assert B.grad is None
+
+
+def test_rotated_householder_vmap_and_compile(small_blocks):
+    B = _orthogonal_base(3, 8, 8, seed=55, dtype=torch.float32)
+    A = randn(3, 8, 8, seed=56, dtype=torch.float32)
+    G = randn(3, 8, 8, seed=57, dtype=torch.float32)
+
+    def loss(base, X, cotangent):
+        return (rotated_householder(base, X) * cotangent).sum()
+
+    per_matrix = torch.func.vmap(torch.func.grad(loss, argnums=1))(B, A, G)
+    _, expected = value_and_grad(lambda X: rotated_householder(B, X), A, G)
+    torch.testing.assert_close(per_matrix, expected)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda X: rotated_householder(B, X), fullgraph=True, backend="eager")
+    _, grad = value_and_grad(compiled, A, G)
+    torch.testing.assert_close(grad, expected)
+
+
+def test_rotated_householder_empty_and_bad_inputs():
+    B = torch.eye(130).expand(0, 130, 130)
+    A = torch.zeros(0, 130, 130, requires_grad=True)
+    assert rotated_householder(B, A).shape == (0, 130, 130)
+    assert rotated_householder(torch.eye(0), torch.zeros(0, 0)).shape == (0, 0)
+    with pytest.raises(ValueError, match="real"):
+        rotated_householder(torch.eye(4), torch.zeros(4, 4, dtype=torch.complex64))
+    with pytest.raises(ValueError, match=r"base of shape \(\.\.\., n, n\)"):
+        rotated_householder(torch.eye(3), torch.zeros(4, 4))
+    with pytest.raises(ValueError, match="n >= k"):
+        rotated_householder(torch.eye(3), torch.zeros(3, 4))

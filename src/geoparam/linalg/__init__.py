@@ -4,7 +4,7 @@ from .cayley import cayley, rotated_cayley
 from .conv import ConvOperator, operator_power_iteration_
 from .conv_spectrum import conv_singular_values, project_conv_operator_norm
 from .expm import expm_skew
-from .householder import householder_product, householder_square
+from .householder import householder_product, householder_square, rotated_householder
 from .lyapunov import solve_lyapunov
 from .orthogonalize import householder_reflectors, is_orthogonal, polar, qr_positive
 from .power import power_iteration_
@@ -25,6 +25,7 @@ __all__ = [
     "project_conv_operator_norm",
     "qr_positive",
     "rotated_cayley",
+    "rotated_householder",
     "solve_lyapunov",
     "stiefel_cayley",
     "stiefel_expm",

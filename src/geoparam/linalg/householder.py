@@ -16,7 +16,7 @@ from torch.autograd.function import once_differentiable
 
 from ._precision import working_dtype
 
-__all__ = ["householder_product", "householder_square"]
+__all__ = ["householder_product", "householder_square", "rotated_householder"]
 
 # Low-precision inputs are accumulated in float32: the triangular solve needs the mantissa, and
 # the CPU solvers do not take half types.
@@ -55,6 +55,24 @@ def _inverse_upper(U: Tensor) -> Tensor:
     return torch.linalg.solve_triangular(U, eye, upper=True)
 
 
+def _unit_reflectors(reflectors: Tensor) -> tuple[Tensor, Tensor]:
+    """``V`` (the reflectors with a unit diagonal and zeros above it) and ``½‖vᵢ‖²`` per column."""
+    V = reflectors.tril(diagonal=-1)
+    # Each reflector is exactly orthogonal only when its τᵢ = 2/‖vᵢ‖² matches vᵢ; the diagonal of
+    # VᵀV from a matrix product rounds the exact 1 in ‖vᵢ‖² = 1 + ‖tailᵢ‖² with the whole sum,
+    # which alone made ‖QᵀQ - I‖ several times LAPACK's. Summed as torch forms τ, it matches it.
+    halved_norms = (V * V).sum(dim=-2).add_(1.0).mul_(0.5)
+    V.diagonal(dim1=-2, dim2=-1).fill_(1.0)
+    return V, halved_norms
+
+
+def _inverse_ut(gram: Tensor, halved_norms: Tensor) -> Tensor:
+    """``T = (striu(VᵀV) + ½ diag(VᵀV))⁻¹`` from ``VᵀV`` (overwritten) and the halved norms."""
+    gram = gram.triu_()
+    gram.diagonal(dim1=-2, dim2=-1).copy_(halved_norms)
+    return _inverse_upper(gram)
+
+
 def _ut_product(reflectors: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``Q = I_{n,k} - V W`` with ``W = T V₁ᵀ``, and ``V``, ``T``, ``W`` for the backward.
 
@@ -66,20 +84,9 @@ def _ut_product(reflectors: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """
     k = reflectors.size(-1)
     h = _split(k)
-    V = reflectors.tril(diagonal=-1)
-    # Each reflector is exactly orthogonal only when its τᵢ = 2/‖vᵢ‖² matches vᵢ; the diagonal of
-    # VᵀV from a matrix product rounds the exact 1 in ‖vᵢ‖² = 1 + ‖tailᵢ‖² with the whole sum,
-    # which alone made ‖QᵀQ - I‖ several times LAPACK's. Summed as torch forms τ, it matches it.
-    halved_norms = (V * V).sum(dim=-2).add_(1.0).mul_(0.5)
-    V.diagonal(dim1=-2, dim2=-1).fill_(1.0)
-
-    def inverse_ut(gram: Tensor, halves: Tensor) -> Tensor:
-        gram = gram.triu_()
-        gram.diagonal(dim1=-2, dim2=-1).copy_(halves)
-        return _inverse_upper(gram)
-
+    V, halved_norms = _unit_reflectors(reflectors)
     if not h:
-        T = inverse_ut(V.mT @ V, halved_norms)
+        T = _inverse_ut(V.mT @ V, halved_norms)
         W = T @ V[..., :k, :].mT
         Q = (V @ W).neg_()
     else:
@@ -87,8 +94,8 @@ def _ut_product(reflectors: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         # V_b = V[h:, h:], every product below skips the blocks that are zero.
         j = k - h
         V_a, V_l, V_b = V[..., :, :h], V[..., h:, :h], V[..., h:, h:]
-        T11 = inverse_ut(V_a.mT @ V_a, halved_norms[..., :h])
-        T22 = inverse_ut(V_b.mT @ V_b, halved_norms[..., h:])
+        T11 = _inverse_ut(V_a.mT @ V_a, halved_norms[..., :h])
+        T22 = _inverse_ut(V_b.mT @ V_b, halved_norms[..., h:])
         S12 = V_l.mT @ V_b
         # T = [[T11, -T11 S12 T22], [0, T22]], and W = T V₁ᵀ is upper triangular too; with
         # V₁ = V[:k] made of V[:h, :h], V_l[:j] and V_b[:j], its blocks are
@@ -244,6 +251,206 @@ def householder_product(reflectors: Tensor) -> Tensor:
         return _ut_product(reflectors)[0]
     # Square-ish, without a backward to prepare for: orgqr's 4/3 n³ flops are the fewest.
     return _lapack_product(reflectors)
+
+
+# --- The base product fused: B · H₁⋯H_n accumulated from the left, a block of reflectors at a time
+
+# Reflectors per block. Each block costs about 2 n·r·b multiply-adds forward (r: the columns it
+# still changes) and 4 n·r·b backward, plus n·b² for its triangular factor: smaller blocks do
+# less work, larger ones make fewer and wider products. 64 was the fastest at n = 256, 512 and
+# 1024 here (against 32, 96, 128 and 256); it grows with n to bound the saved states, which
+# hold about n² (n/b + 1) / 2 numbers.
+_BLOCK = 64
+
+
+def _block_size(n: int) -> int:
+    return max(_BLOCK, n // 16)
+
+
+def _minus_product(C: Tensor, A: Tensor, B: Tensor) -> Tensor:
+    """``C - A @ B`` as one fused product where torch has one (matrices and stacks of them)."""
+    if C.dim() == 2:
+        return torch.addmm(C, A, B, alpha=-1.0)
+    return C - A @ B
+
+
+def _subtract_product_(C: Tensor, A: Tensor, B: Tensor) -> None:
+    """``C -= A @ B`` in place (``C`` may be a view with strided rows)."""
+    if C.dim() == 2:
+        C.addmm_(A, B, alpha=-1.0)
+    else:
+        C.sub_(A @ B)
+
+
+def _in_blocks(n: int) -> bool:
+    # Square products with a base go through the blocks from two blocks on; below that the base
+    # product and the UT form are as fast (measured at n = 32 to 128).
+    return n >= 2 * _BLOCK
+
+
+def _blocks(n: int) -> list[tuple[int, int]]:
+    b = _block_size(n)
+    return [(start, min(start + b, n)) for start in range(0, n, b)]
+
+
+def _rotated_forward(B: Tensor, reflectors: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """``B H₁⋯H_n`` by blocks of reflectors, and what the backward needs.
+
+    Block ``i`` holds the reflectors ``start:stop``, unit lower trapezoidal ``Y`` of shape
+    ``r x b`` (``r = n - start``) with the product ``I - Y T Yᵀ`` (the UT form, ``T`` from
+    :func:`_inverse_ut`). Since that product changes only the columns ``start:`` of whatever it
+    multiplies from the right, the running product's columns ``start:`` (``S``, ``n x r``) are
+    replaced by ``S - (S Y) T Yᵀ``; columns ``start:stop`` of the result are then final.
+
+    Returns ``Q``, ``V`` and, per block, ``T``, ``P = S Y``, ``P T`` and the new ``S`` (whose
+    columns after the block are the next block's ``S``).
+    """
+    n = reflectors.size(-1)
+    V, halved_norms = _unit_reflectors(reflectors)
+    panels: list[Tensor] = []
+    saved: list[Tensor] = []
+    S = B
+    for start, stop in _blocks(n):
+        Y = V[..., start:, start:stop]
+        T = _inverse_ut(Y.mT @ Y, halved_norms[..., start:stop])
+        P = S @ Y
+        PT = P @ T
+        S = _minus_product(S, PT, Y.mT)
+        saved += [T, P, PT, S]
+        panels.append(S[..., :, : stop - start])
+        S = S[..., :, stop - start :]
+    return torch.cat(panels, dim=-1), V, saved
+
+
+def _rotated_backward(G: Tensor, B: Tensor, V: Tensor, saved: list[Tensor]) -> Tensor:
+    """The cotangent of the reflectors for the cotangent ``G`` of ``B H₁⋯H_n``.
+
+    Block by block, last first, for ``S' = S - P T Yᵀ`` with ``P = S Y`` and the cotangent ``Ḡ``
+    of ``S'`` (columns ``start:`` of the running cotangent): ``P̄T = -Ḡ Y``, ``P̄ = P̄T Tᵀ``,
+    ``T̄ = Pᵀ P̄T``, ``Ȳ = -ḠᵀP T + Sᵀ P̄ + Y (Π + Πᵀ)`` with ``Π = striu(Ū) + ½ diag(Ū)``,
+    ``Ū = -Tᵀ T̄ Tᵀ`` (``T`` as the inverse of the UT matrix built from ``YᵀY``), and the cotangent
+    of ``S``, ``Ḡ + P̄ Yᵀ``, written back in place. Below, ``P̄T``, ``P̄`` and ``T̄`` are kept
+    negated, which saves the sign flips. Only the strictly lower part of ``Ȳ`` is a parameter.
+    """
+    n = V.size(-1)
+    blocks = _blocks(n)
+    running = G.clone()
+    grad = torch.zeros_like(V)
+    for index in range(len(blocks) - 1, -1, -1):
+        start, stop = blocks[index]
+        T, P, PT = saved[4 * index : 4 * index + 3]
+        if index:
+            previous = blocks[index - 1]
+            S = saved[4 * index - 1][..., :, previous[1] - previous[0] :]
+        else:
+            S = B
+        Y = V[..., start:, start:stop]
+        G_S = running[..., :, start:]
+        PT_bar = G_S @ Y
+        P_bar = PT_bar @ T.mT
+        T_bar = P.mT @ PT_bar
+        Y_bar = S.mT @ P_bar
+        Y_bar.add_(G_S.mT @ PT).neg_()
+        if index:
+            # The base takes no gradient: the first block's cotangent of S is not needed.
+            _subtract_product_(G_S, P_bar, Y.mT)
+        T_t = T.mT
+        Pi = _halve_diagonal((T_t @ T_bar @ T_t).triu_())
+        Y_bar.add_(Y @ (Pi + Pi.mT))
+        grad[..., start:, start:stop] = Y_bar.tril_(diagonal=-1)
+    return grad
+
+
+class _RotatedHouseholder(torch.autograd.Function):
+    """``B H₁⋯H_n`` by blocks with an explicit backward; see :func:`rotated_householder`.
+
+    Written with ``setup_context`` (the form torch.func's transforms take): what the backward
+    needs is returned as extra outputs.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(B: Tensor, reflectors: Tensor) -> tuple[Tensor, ...]:
+        Q, V, saved = _rotated_forward(B, reflectors)
+        return (Q, V, *saved)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple[Tensor, Tensor], output: tuple[Tensor, ...]) -> None:
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(inputs[0], *output[1:])
+
+    @staticmethod
+    @once_differentiable  # the saved states are built outside the graph: no second derivative.
+    def backward(ctx, grad_Q: Tensor | None, *_unused: None) -> tuple[None, Tensor | None]:
+        if grad_Q is None:
+            return None, None
+        B, V, *saved = ctx.saved_tensors
+        return None, _rotated_backward(grad_Q, B, V, saved)
+
+
+def rotated_householder(B: Tensor, reflectors: Tensor) -> Tensor:
+    """``B · householder_product(reflectors)`` for a base ``B`` that takes no gradient, fused.
+
+    The product of a dynamic trivialization's base with the Householder map. For square
+    reflectors (``n x n``) of at least 128 columns, the product is accumulated from the left,
+    ``B H₁ ⋯ H_n``, a block of 64 reflectors at a time (``n / 16`` above ``n = 1024``): a
+    block changes only the columns of the running product from its first reflector on, and in
+    the UT form ``I - Y T Yᵀ`` (see :func:`householder_product`) it costs three products with
+    ``n x b`` panels. The base is thereby absorbed into the blocks instead of costing a product of
+    its own, and no ``n x n`` triangular factor is formed: at ``n = 512`` about ``1.25 n³``
+    multiply-adds forward and ``2.4 n³`` backward (``n³`` and ``2 n³`` in the limit of small
+    blocks), against ``2.6 n³`` and ``4.3 n³`` for the UT form followed by the base product. The
+    backward differentiates the blocks explicitly, with matrix products only. Measured in single
+    precision, forward and backward with 2 threads: 8.8 ms against 13.0 ms for
+    ``B @ householder_product(R)`` at n = 512, 54 against 90 ms at 1024. The saved states (one
+    per block) hold about ``n² (n / b + 1) / 2`` numbers for blocks of ``b``.
+
+    Tall reflectors (``n > k``), and squares below 128, are computed as
+    ``B @ householder_product(reflectors)``: there the running product would be ``n x n`` while
+    the result is ``n x k``.
+
+    Args:
+        B: orthogonal tensor of shape ``(..., n, n)`` of ``reflectors``' dtype (broadcast
+            against its batch). It takes no gradient.
+        reflectors: real tensor of shape ``(..., n, k)``, ``n >= k``, as for
+            :func:`householder_product`; ``float16`` and ``bfloat16`` are computed in ``float32``.
+
+    Returns:
+        ``B H₁⋯H_k[:, :k]``, of shape ``(..., n, k)`` and ``reflectors``' dtype.
+
+    Raises:
+        ValueError: ``reflectors`` is complex or not of shape ``(..., n, k)`` with ``n >= k``, or
+            ``B`` is not ``(..., n, n)``.
+
+    Example:
+        >>> B = torch.linalg.qr(torch.randn(300, 300)).Q
+        >>> R = torch.randn(300, 300)
+        >>> torch.allclose(rotated_householder(B, R), B @ householder_product(R), atol=1e-5)
+        True
+    """
+    if reflectors.is_complex():
+        raise ValueError(f"rotated_householder expects a real tensor, got {reflectors.dtype}")
+    n = reflectors.size(-2) if reflectors.dim() >= 2 else -1
+    if reflectors.dim() < 2 or n < reflectors.size(-1) or B.dim() < 2 or B.shape[-2:] != (n, n):
+        raise ValueError(
+            "rotated_householder expects reflectors of shape (..., n, k) with n >= k and a base "
+            f"of shape (..., n, n), got reflectors of shape {tuple(reflectors.shape)} and B of "
+            f"shape {tuple(B.shape)}"
+        )
+    work = working_dtype(reflectors.dtype)
+    if work != reflectors.dtype:
+        return rotated_householder(B.to(work), reflectors.to(work)).to(reflectors.dtype)
+    if reflectors.size(-1) != n or not _in_blocks(n):
+        return B @ householder_product(reflectors)
+    B = B.detach()
+    if B.shape[:-2] != reflectors.shape[:-2]:
+        batch = torch.broadcast_shapes(B.shape[:-2], reflectors.shape[:-2])
+        B, reflectors = B.expand(*batch, n, n), reflectors.expand(*batch, n, n)
+    if torch.is_grad_enabled() and reflectors.requires_grad:
+        return _RotatedHouseholder.apply(B, reflectors)[0]
+    return _rotated_forward(B, reflectors)[0]
 
 
 @torch.no_grad()

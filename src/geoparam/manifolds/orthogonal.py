@@ -20,6 +20,7 @@ from ..linalg import (
     polar,
     qr_positive,
     rotated_cayley,
+    rotated_householder,
     stiefel_cayley,
     stiefel_expm,
 )
@@ -271,6 +272,11 @@ class Orthogonal(Parametrization):
                 # The base product fused into the map's solve (one product fewer).
                 L = self._input(X).tril()
                 Q = rotated_cayley(self.base, L - L.mH)
+            elif self.orthogonal_map == "householder":
+                # Square weights absorb the base product into blocks of reflectors (tall ones
+                # multiply by it afterwards, as below).
+                X = self._input(X)
+                Q = rotated_householder(self.base, X) * _column_signs(X)
             else:
                 Q = self.base @ self._tall_map(X)
         return Q.mT if transposed else Q
