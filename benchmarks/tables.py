@@ -99,7 +99,12 @@ def _cases(orthogonal_map: str, shapes: Sequence[str]) -> tuple[str, ...]:
 
 HIGHLIGHTS: tuple[Highlight, ...] = (
     Highlight("`matrix_exp`, square 64×64 to 1024×1024", _cases("matrix_exp", _SQUARE)),
-    Highlight("`householder`, square 64×64 to 1024×1024", _cases("householder", _SQUARE)),
+    Highlight(
+        "`householder`, square 64×64 to 1024×1024",
+        _cases("householder", _SQUARE),
+        why="products in the compact-WY form where torch's backward loops over the reflectors; "
+        "from 128×128 on, the base is absorbed into blocks of 64 reflectors",
+    ),
     Highlight(
         "`householder`, tall 1024×64 and 4096×64",
         _cases("householder", _TALL),
@@ -163,10 +168,17 @@ HIGHLIGHTS: tuple[Highlight, ...] = (
         "and a product",
     ),
     Highlight(
-        "forward only, `cayley` and `householder` square",
-        _cases("cayley", _SQUARE) + _cases("householder", _SQUARE),
+        "forward only, `cayley` square",
+        _cases("cayley", _SQUARE),
         mode="forward",
-        why="one LU solve and LAPACK's `orgqr`, as in torch",
+        why="one LU solve, as in torch (with the base as its right-hand side)",
+    ),
+    Highlight(
+        "forward only, `householder` square",
+        _cases("householder", _SQUARE),
+        mode="forward",
+        why="LAPACK's `orgqr` and the base product at 64×64, as in torch; from 128×128 on, "
+        "blocks of 64 reflectors that absorb the base",
     ),
     Highlight(
         "forward only, `householder` tall 1024×64 and 4096×64",

@@ -273,9 +273,41 @@ def test_rotated_householder_gradient_reaches_only_the_strictly_lower_part(small
     )
 
 
-@pytest.mark.parametrize("shape", [(64, 64), (40, 12), (2, 30, 30), (130, 100)])
+# Tall reflectors: the map, then the base product (a single reflector, one row more than
+# columns, a batch, panels on either side of householder_product's split).
+TALL_SHAPES = [(5, 1), (7, 6), (2, 9, 4), (300, 191), (400, 200)]
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 30.0])
+@pytest.mark.parametrize("shape", TALL_SHAPES)
+def test_rotated_householder_tall_matches_the_base_times_lapacks_product(shape, scale):
+    n = shape[-2]
+    B = _orthogonal_base(*shape[:-2], n, n, seed=58)
+    A = scale * randn(*shape, seed=59)
+    G = randn(*shape, seed=60)
+    Q, grad = value_and_grad(lambda X: rotated_householder(B, X), A, G)
+    expected_Q, expected_grad = value_and_grad(lambda X: B @ torch_householder(X), A, G)
+    assert (Q - expected_Q).abs().max().item() < 1e-13
+    assert (grad - expected_grad).abs().max().item() <= 1e-12 * expected_grad.abs().max().item()
+    with torch.no_grad():
+        torch.testing.assert_close(rotated_householder(B, A), Q, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("shape", [(6, 2), (2, 7, 3)])
+def test_rotated_householder_tall_gradcheck(shape):
+    n = shape[-2]
+    B = _orthogonal_base(*shape[:-2], n, n, seed=61)
+    A = randn(*shape, seed=62).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda X: rotated_householder(B, X), (A,))
+    # A base shared by a batch of tall weights.
+    A = randn(3, 6, 2, seed=63).requires_grad_(True)
+    shared = _orthogonal_base(6, 6, seed=64)
+    assert torch.autograd.gradcheck(lambda X: rotated_householder(shared, X), (A,))
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (2, 30, 30), (40, 12)])
 def test_rotated_householder_outside_the_blocks_is_the_plain_product(shape):
-    # Tall reflectors and squares below two blocks: B @ householder_product, to rounding.
+    # Squares below two blocks, and tall reflectors: B @ householder_product, to rounding.
     n = shape[-2]
     B = _orthogonal_base(*shape[:-2], n, n, seed=42)
     A = randn(*shape, seed=43)
