@@ -293,7 +293,9 @@ def _blocks(n: int) -> list[tuple[int, int]]:
     return [(start, min(start + b, n)) for start in range(0, n, b)]
 
 
-def _rotated_forward(B: Tensor, reflectors: Tensor) -> tuple[Tensor, Tensor, list[Tensor]]:
+def _rotated_forward(
+    B: Tensor, reflectors: Tensor, keep_states: bool = True
+) -> tuple[Tensor, Tensor, list[Tensor]]:
     """``B H₁⋯H_n`` by blocks of reflectors, and what the backward needs.
 
     Block ``i`` holds the reflectors ``start:stop``, unit lower trapezoidal ``Y`` of shape
@@ -303,7 +305,8 @@ def _rotated_forward(B: Tensor, reflectors: Tensor) -> tuple[Tensor, Tensor, lis
     replaced by ``S - (S Y) T Yᵀ``; columns ``start:stop`` of the result are then final.
 
     Returns ``Q``, ``V`` and, per block, ``T``, ``P = S Y``, ``P T`` and the new ``S`` (whose
-    columns after the block are the next block's ``S``).
+    columns after the block are the next block's ``S``); without ``keep_states`` (inference),
+    none of them, so that each block's states are freed as the next one starts.
     """
     n = reflectors.size(-1)
     V, halved_norms = _unit_reflectors(reflectors)
@@ -316,7 +319,8 @@ def _rotated_forward(B: Tensor, reflectors: Tensor) -> tuple[Tensor, Tensor, lis
         P = S @ Y
         PT = P @ T
         S = _minus_product(S, PT, Y.mT)
-        saved += [T, P, PT, S]
+        if keep_states:
+            saved += [T, P, PT, S]
         panels.append(S[..., :, : stop - start])
         S = S[..., :, stop - start :]
     return torch.cat(panels, dim=-1), V, saved
@@ -450,7 +454,7 @@ def rotated_householder(B: Tensor, reflectors: Tensor) -> Tensor:
         B, reflectors = B.expand(*batch, n, n), reflectors.expand(*batch, n, n)
     if torch.is_grad_enabled() and reflectors.requires_grad:
         return _RotatedHouseholder.apply(B, reflectors)[0]
-    return _rotated_forward(B, reflectors)[0]
+    return _rotated_forward(B, reflectors, keep_states=False)[0]
 
 
 @torch.no_grad()
