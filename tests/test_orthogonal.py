@@ -75,10 +75,13 @@ def test_parity_with_torch(orthogonal_map, dtype, shape, use_trivialization):
         assert_close_relative(grad_ours, grad_ref, rtol)
 
 
-@pytest.mark.parametrize("shape", [(128, 128), (2, 150, 150)], ids=["one", "batch"])
+@pytest.mark.parametrize(
+    "shape", [(128, 128), (2, 150, 150), (256, 256)], ids=["one", "batch", "wide-blocks"]
+)
 def test_parity_with_torch_householder_in_blocks(shape):
     # From n = 128 on, square Householder weights absorb the base into blocks of reflectors
-    # (geoparam.linalg.rotated_householder): still torch's weight and gradients.
+    # (geoparam.linalg.rotated_householder; blocks of 128 from n = 256 on): still torch's
+    # weight and gradients.
     test_parity_with_torch("householder", torch.float64, shape, True)
 
 

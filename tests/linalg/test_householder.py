@@ -303,6 +303,54 @@ def test_rotated_householder_outside_the_blocks_is_the_plain_product(shape):
     torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-12)
 
 
+def _random_signs(*shape: int, seed: int) -> torch.Tensor:
+    return torch.ones(shape, dtype=torch.float64).copysign_(randn(*shape, seed=seed))
+
+
+# The signs scale the result's columns: in the blocks (folded into the result and the incoming
+# cotangent), at the real block sizes (64, and 128 from n = 256 on, with a short last block),
+# and outside them.
+@pytest.mark.parametrize("shape", [(200, 200), (300, 300), (2, 150, 150), (40, 12), (2, 9, 4)])
+def test_rotated_householder_with_signs_matches_lapack(shape):
+    n, k = shape[-2:]
+    B = _orthogonal_base(*shape[:-2], n, n, seed=70)
+    A = randn(*shape, seed=71)
+    G = randn(*shape, seed=72)
+    signs = _random_signs(*shape[:-2], k, seed=73)
+    Q, grad = value_and_grad(lambda X: rotated_householder(B, X, signs), A, G)
+    expected_Q, expected_grad = value_and_grad(
+        lambda X: B @ torch_householder(X) * signs.unsqueeze(-2), A, G
+    )
+    assert (Q - expected_Q).abs().max().item() < 1e-13
+    assert (grad - expected_grad).abs().max().item() <= 1e-12 * expected_grad.abs().max().item()
+    with torch.no_grad():
+        torch.testing.assert_close(rotated_householder(B, A, signs), Q, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("shape", [(7, 7), (2, 7, 3)])
+def test_rotated_householder_with_signs_gradcheck_and_broadcasts(small_blocks, shape):
+    n, k = shape[-2:]
+    B = _orthogonal_base(n, n, seed=74)
+    A = randn(*shape, seed=75).requires_grad_(True)
+    signs = _random_signs(k, seed=76)
+    assert torch.autograd.gradcheck(lambda X: rotated_householder(B, X, signs), (A,))
+    # A batch of signs for one set of reflectors: the gradient sums over the batch.
+    single = randn(n, k, seed=77).requires_grad_(True)
+    batched_signs = _random_signs(2, k, seed=78)
+    assert rotated_householder(B, single, batched_signs).shape == (2, n, k)
+    assert torch.autograd.gradcheck(lambda X: rotated_householder(B, X, batched_signs), (single,))
+
+
+def test_rotated_householder_signs_are_checked_and_take_no_gradient(small_blocks):
+    A = randn(7, 7, seed=80).requires_grad_(True)
+    B = _orthogonal_base(7, 7, seed=81)
+    with pytest.raises(ValueError, match=r"signs of shape \(\.\.\., 7\)"):
+        rotated_householder(B, A, torch.ones(4, dtype=A.dtype))
+    signs = _random_signs(7, seed=82).requires_grad_(True)
+    rotated_householder(B, A, signs).sum().backward()
+    assert signs.grad is None and A.grad is not None
+
+
 @pytest.mark.parametrize("n", [128, 256, 512])
 def test_rotated_householder_in_single_precision(n):
     B = _orthogonal_base(n, n, seed=45)

@@ -257,14 +257,17 @@ def householder_product(reflectors: Tensor) -> Tensor:
 
 # Reflectors per block. Each block costs about 2 n·r·b multiply-adds forward (r: the columns it
 # still changes) and 4 n·r·b backward, plus n·b² for its triangular factor: smaller blocks do
-# less work, larger ones make fewer and wider products. 64 was the fastest at n = 256, 512 and
-# 1024 here (against 32, 96, 128 and 256); it grows with n to bound the saved states, which
-# hold about n² (n/b + 1) / 2 numbers.
+# less work, larger ones make fewer and wider products (which MKL runs closer to its peak) and
+# fewer small calls. Forward + backward with 2 threads, 64 and 128 tied at n = 256, and 128 was
+# the fastest at n = 512 (15.2-15.5 ms against 16.2-17.3 for 64, 15.9 for 96, 18.5 for 256)
+# and 1024 (73 ms against 92 for 64). Blocks of 64 below n = 256 (the blocks start at two of
+# them), then n / 8, at least 128, which also bounds the saved states (about n² (n/b + 1) / 2
+# numbers).
 _BLOCK = 64
 
 
 def _block_size(n: int) -> int:
-    return max(_BLOCK, n // 16)
+    return _BLOCK if n < 4 * _BLOCK else max(2 * _BLOCK, n // 8)
 
 
 def _minus_product(C: Tensor, A: Tensor, B: Tensor) -> Tensor:
@@ -282,6 +285,50 @@ def _subtract_product_(C: Tensor, A: Tensor, B: Tensor) -> None:
         C.sub_(A @ B)
 
 
+def _add_product_(C: Tensor, A: Tensor, B: Tensor) -> None:
+    """``C += A @ B`` in place."""
+    if C.dim() == 2:
+        C.addmm_(A, B)
+    else:
+        C.add_(A @ B)
+
+
+def _negate_add_product_(C: Tensor, A: Tensor, B: Tensor) -> None:
+    """``C = A @ B - C`` in place."""
+    if C.dim() == 2:
+        C.addmm_(A, B, beta=-1.0)
+    else:
+        C.neg_().add_(A @ B)
+
+
+def _block_factors(V0: Tensor, blocks: list[tuple[int, int]]) -> list[Tensor]:
+    """Each block's ``T`` (see :func:`_inverse_ut`), from ``V0``: the reflectors' tails.
+
+    ``V0`` is ``V`` with a zero diagonal (its unit diagonal is set afterwards). The blocks of
+    one width are done together, in three batched products and one batched triangular solve,
+    instead of five small calls per block. A block's columns vanish above its first row, so the
+    Gram matrices of the whole columns are the blocks' own. They are formed from the tails, so
+    that their diagonals hold ``‖tailᵢ‖²`` (to which 1 is added exactly, as torch forms
+    ``τᵢ``); the unit diagonal adds ``D₀ᵀ`` above the diagonal, ``D₀`` being the tails' part
+    of the block's top square. Only the upper triangles are set: the solve reads no more.
+    """
+    factors: list[Tensor] = []
+    width = blocks[0][1] - blocks[0][0]
+    full = sum(1 for start, stop in blocks if stop - start == width)
+    groups = [(0, full * width, full)]
+    if full < len(blocks):
+        groups.append((full * width, blocks[-1][1], 1))
+    for low, high, count in groups:
+        w = (high - low) // count
+        columns = V0[..., low:, low:high].unflatten(-1, (count, w)).movedim(-2, -3)
+        inverse_T = columns.mT @ columns
+        square = V0[..., low:high, low:high].unflatten(-2, (count, w)).unflatten(-1, (count, w))
+        inverse_T.add_(square.diagonal(dim1=-4, dim2=-2).movedim(-1, -3).mT)
+        inverse_T.diagonal(dim1=-2, dim2=-1).add_(1.0).mul_(0.5)
+        factors += _inverse_upper(inverse_T).unbind(-3)
+    return factors
+
+
 def _in_blocks(n: int) -> bool:
     # Square products with a base go through the blocks from two blocks on; below that the base
     # product and the UT form are as fast (measured at n = 32 to 128).
@@ -294,9 +341,9 @@ def _blocks(n: int) -> list[tuple[int, int]]:
 
 
 def _rotated_forward(
-    B: Tensor, reflectors: Tensor, keep_states: bool = True
+    B: Tensor, reflectors: Tensor, signs: Tensor | None, keep_states: bool = True
 ) -> tuple[Tensor, Tensor, list[Tensor]]:
-    """``B H₁⋯H_n`` by blocks of reflectors, and what the backward needs.
+    """``B H₁⋯H_n diag(signs)`` by blocks of reflectors, and what the backward needs.
 
     Block ``i`` holds the reflectors ``start:stop``, unit lower trapezoidal ``Y`` of shape
     ``r x b`` (``r = n - start``) with the product ``I - Y T Yᵀ`` (the UT form, ``T`` from
@@ -309,13 +356,15 @@ def _rotated_forward(
     none of them, so that each block's states are freed as the next one starts.
     """
     n = reflectors.size(-1)
-    V, halved_norms = _unit_reflectors(reflectors)
+    blocks = _blocks(n)
+    V = reflectors.tril(diagonal=-1)
+    factors = _block_factors(V, blocks)
+    V.diagonal(dim1=-2, dim2=-1).fill_(1.0)
     panels: list[Tensor] = []
     saved: list[Tensor] = []
     S = B
-    for start, stop in _blocks(n):
+    for (start, stop), T in zip(blocks, factors, strict=True):
         Y = V[..., start:, start:stop]
-        T = _inverse_ut(Y.mT @ Y, halved_norms[..., start:stop])
         P = S @ Y
         PT = P @ T
         S = _minus_product(S, PT, Y.mT)
@@ -323,23 +372,31 @@ def _rotated_forward(
             saved += [T, P, PT, S]
         panels.append(S[..., :, : stop - start])
         S = S[..., :, stop - start :]
-    return torch.cat(panels, dim=-1), V, saved
+    Q = torch.cat(panels, dim=-1)
+    if signs is not None:
+        Q.mul_(signs.unsqueeze(-2))
+    return Q, V, saved
 
 
-def _rotated_backward(G: Tensor, B: Tensor, V: Tensor, saved: list[Tensor]) -> Tensor:
-    """The cotangent of the reflectors for the cotangent ``G`` of ``B H₁⋯H_n``.
+def _rotated_backward(
+    G: Tensor, B: Tensor, signs: Tensor | None, V: Tensor, saved: list[Tensor]
+) -> Tensor:
+    """The cotangent of the reflectors for the cotangent ``G`` of ``B H₁⋯H_n diag(signs)``.
 
     Block by block, last first, for ``S' = S - P T Yᵀ`` with ``P = S Y`` and the cotangent ``Ḡ``
-    of ``S'`` (columns ``start:`` of the running cotangent): ``P̄T = -Ḡ Y``, ``P̄ = P̄T Tᵀ``,
-    ``T̄ = Pᵀ P̄T``, ``Ȳ = -ḠᵀP T + Sᵀ P̄ + Y (Π + Πᵀ)`` with ``Π = striu(Ū) + ½ diag(Ū)``,
-    ``Ū = -Tᵀ T̄ Tᵀ`` (``T`` as the inverse of the UT matrix built from ``YᵀY``), and the cotangent
-    of ``S``, ``Ḡ + P̄ Yᵀ``, written back in place. Below, ``P̄T``, ``P̄`` and ``T̄`` are kept
-    negated, which saves the sign flips. Only the strictly lower part of ``Ȳ`` is a parameter.
+    of ``S'`` (columns ``start:`` of the running cotangent, which starts as ``G diag(signs)``):
+    ``P̄T = -Ḡ Y``, ``P̄ = P̄T Tᵀ``, ``T̄ = Pᵀ P̄T``, ``Ȳ = -ḠᵀP T + Sᵀ P̄ + Y (Π + Πᵀ)`` with
+    ``Π = striu(Ū) + ½ diag(Ū)``, ``Ū = -Tᵀ T̄ Tᵀ`` (``T`` as the inverse of the UT matrix built
+    from ``YᵀY``), and the cotangent of ``S``, ``Ḡ + P̄ Yᵀ``, written back in place. Below,
+    ``P̄T``, ``P̄`` and ``T̄`` are kept negated, which saves the sign flips, and ``Ȳ`` is formed
+    transposed: MKL multiplied the transposes of the tall panels ``S`` and ``Ḡ`` 15-20 % faster
+    as ``P̄ᵀ S`` than as ``Sᵀ P̄``. Only the strictly lower part of ``Ȳ`` is a parameter.
     """
     n = V.size(-1)
     blocks = _blocks(n)
-    running = G.clone()
-    grad = torch.zeros_like(V)
+    running = G.clone() if signs is None else G * signs.unsqueeze(-2)
+    # Every entry on or below the diagonal is written below; the rest is cleared at the end.
+    grad = torch.empty_like(V)
     for index in range(len(blocks) - 1, -1, -1):
         start, stop = blocks[index]
         T, P, PT = saved[4 * index : 4 * index + 3]
@@ -353,16 +410,16 @@ def _rotated_backward(G: Tensor, B: Tensor, V: Tensor, saved: list[Tensor]) -> T
         PT_bar = G_S @ Y
         P_bar = PT_bar @ T.mT
         T_bar = P.mT @ PT_bar
-        Y_bar = S.mT @ P_bar
-        Y_bar.add_(G_S.mT @ PT).neg_()
+        Y_bar_t = P_bar.mT @ S
+        _add_product_(Y_bar_t, PT.mT, G_S)
         if index:
             # The base takes no gradient: the first block's cotangent of S is not needed.
             _subtract_product_(G_S, P_bar, Y.mT)
         T_t = T.mT
         Pi = _halve_diagonal((T_t @ T_bar @ T_t).triu_())
-        Y_bar.add_(Y @ (Pi + Pi.mT))
-        grad[..., start:, start:stop] = Y_bar.tril_(diagonal=-1)
-    return grad
+        _negate_add_product_(Y_bar_t, Pi + Pi.mT, Y.mT)
+        grad[..., start:, start:stop] = Y_bar_t.mT
+    return grad.tril_(diagonal=-1)
 
 
 class _RotatedHouseholder(torch.autograd.Function):
@@ -375,63 +432,74 @@ class _RotatedHouseholder(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(B: Tensor, reflectors: Tensor) -> tuple[Tensor, ...]:
-        Q, V, saved = _rotated_forward(B, reflectors)
+    def forward(B: Tensor, reflectors: Tensor, signs: Tensor | None) -> tuple[Tensor, ...]:
+        Q, V, saved = _rotated_forward(B, reflectors, signs)
         return (Q, V, *saved)
 
     @staticmethod
-    def setup_context(ctx, inputs: tuple[Tensor, Tensor], output: tuple[Tensor, ...]) -> None:
+    def setup_context(ctx, inputs: tuple[Tensor, Tensor, Tensor | None], output) -> None:
         ctx.mark_non_differentiable(*output[1:])
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(inputs[0], *output[1:])
+        ctx.save_for_backward(inputs[0], inputs[2], *output[1:])
 
     @staticmethod
     @once_differentiable  # the saved states are built outside the graph: no second derivative.
-    def backward(ctx, grad_Q: Tensor | None, *_unused: None) -> tuple[None, Tensor | None]:
+    def backward(ctx, grad_Q: Tensor | None, *_unused: None) -> tuple[None, Tensor | None, None]:
         if grad_Q is None:
-            return None, None
-        B, V, *saved = ctx.saved_tensors
-        return None, _rotated_backward(grad_Q, B, V, saved)
+            return None, None, None
+        B, signs, V, *saved = ctx.saved_tensors
+        return None, _rotated_backward(grad_Q, B, signs, V, saved), None
 
 
-def rotated_householder(B: Tensor, reflectors: Tensor) -> Tensor:
-    """``B · householder_product(reflectors)`` for a base ``B`` that takes no gradient, fused.
+def rotated_householder(B: Tensor, reflectors: Tensor, signs: Tensor | None = None) -> Tensor:
+    """``B · householder_product(reflectors) · diag(signs)``, fused, for a base without gradient.
 
-    The product of a dynamic trivialization's base with the Householder map. For square
-    reflectors (``n x n``) of at least 128 columns, the product is accumulated from the left,
-    ``B H₁ ⋯ H_n``, a block of 64 reflectors at a time (``n / 16`` above ``n = 1024``): a
-    block changes only the columns of the running product from its first reflector on, and in
-    the UT form ``I - Y T Yᵀ`` (see :func:`householder_product`) it costs three products with
-    ``n x b`` panels. The base is thereby absorbed into the blocks instead of costing a product of
-    its own, and no ``n x n`` triangular factor is formed: at ``n = 512`` about ``1.25 n³``
-    multiply-adds forward and ``2.4 n³`` backward (``n³`` and ``2 n³`` in the limit of small
-    blocks), against ``2.6 n³`` and ``4.3 n³`` for the UT form followed by the base product. The
-    backward differentiates the blocks explicitly, with matrix products only. Measured in single
-    precision, forward and backward with 2 threads: 8.8 ms against 13.0 ms for
-    ``B @ householder_product(R)`` at n = 512, 54 against 90 ms at 1024. The saved states (one
-    per block) hold about ``n² (n / b + 1) / 2`` numbers for blocks of ``b``.
+    The product of a dynamic trivialization's base with the Householder map, whose columns torch
+    then multiplies by one sign each (``signs``, read from the diagonal of ``reflectors``).
+
+    For square reflectors (``n x n``) of at least 128 columns, the product is accumulated from
+    the left, ``B H₁ ⋯ H_n``, a block of 64 reflectors at a time (``n / 16`` above
+    ``n = 1024``): a block changes only the columns of the running product from its first
+    reflector on, and in the UT form ``I - Y T Yᵀ`` (see :func:`householder_product`) it costs
+    three products with ``n x b`` panels. The base is thereby absorbed into the blocks instead of
+    costing a product of its own, and no ``n x n`` triangular factor is formed: at ``n = 512``
+    about ``1.25 n³`` multiply-adds forward and ``2.4 n³`` backward (``n³`` and ``2 n³`` in the
+    limit of small blocks), against ``2.6 n³`` and ``4.3 n³`` for the UT form followed by the
+    base product. The blocks' triangular factors are computed together, in a few batched calls,
+    and the signs are applied to the result and to the incoming cotangent in passes the kernel
+    makes anyway. The backward differentiates the blocks explicitly, with matrix products only.
+    The saved states (one per block) hold about ``n² (n / b + 1) / 2`` numbers for blocks of
+    ``b``.
 
     Tall reflectors (``n > k``), and squares below 128, are computed as
-    ``B @ householder_product(reflectors)``: there the running product would be ``n x n`` while
-    the result is ``n x k``.
+    ``B @ (householder_product(reflectors) · diag(signs))``: there the running product would be
+    ``n x n`` while the result is ``n x k``.
 
     Args:
         B: orthogonal tensor of shape ``(..., n, n)`` of ``reflectors``' dtype (broadcast
             against its batch). It takes no gradient.
         reflectors: real tensor of shape ``(..., n, k)``, ``n >= k``, as for
             :func:`householder_product`; ``float16`` and ``bfloat16`` are computed in ``float32``.
+        signs: optional tensor of shape ``(..., k)`` (broadcast against the batch) that
+            multiplies the result's columns, such as torch's ``±1`` from the diagonal of
+            ``reflectors``. It takes no gradient.
 
     Returns:
-        ``B H₁⋯H_k[:, :k]``, of shape ``(..., n, k)`` and ``reflectors``' dtype.
+        ``B H₁⋯H_k[:, :k] diag(signs)``, of shape ``(..., n, k)`` and ``reflectors``' dtype.
 
     Raises:
-        ValueError: ``reflectors`` is complex or not of shape ``(..., n, k)`` with ``n >= k``, or
-            ``B`` is not ``(..., n, n)``.
+        ValueError: ``reflectors`` is complex or not of shape ``(..., n, k)`` with ``n >= k``,
+            ``B`` is not ``(..., n, n)``, or ``signs`` has not ``k`` entries in its last
+            dimension.
 
     Example:
         >>> B = torch.linalg.qr(torch.randn(300, 300)).Q
         >>> R = torch.randn(300, 300)
         >>> torch.allclose(rotated_householder(B, R), B @ householder_product(R), atol=1e-5)
+        True
+        >>> signs = torch.ones(300).copysign_(R.diagonal())
+        >>> Q = rotated_householder(B, R, signs)
+        >>> torch.allclose(Q, B @ householder_product(R) * signs, atol=1e-5)
         True
     """
     if reflectors.is_complex():
@@ -443,18 +511,30 @@ def rotated_householder(B: Tensor, reflectors: Tensor) -> Tensor:
             f"of shape (..., n, n), got reflectors of shape {tuple(reflectors.shape)} and B of "
             f"shape {tuple(B.shape)}"
         )
+    k = reflectors.size(-1)
+    if signs is not None and (signs.dim() < 1 or signs.size(-1) != k):
+        raise ValueError(
+            f"rotated_householder expects signs of shape (..., {k}) for reflectors of shape "
+            f"{tuple(reflectors.shape)}, got {tuple(signs.shape)}"
+        )
     work = working_dtype(reflectors.dtype)
     if work != reflectors.dtype:
-        return rotated_householder(B.to(work), reflectors.to(work)).to(reflectors.dtype)
-    if reflectors.size(-1) != n or not _in_blocks(n):
-        return B @ householder_product(reflectors)
+        wide_signs = None if signs is None else signs.to(work)
+        Q = rotated_householder(B.to(work), reflectors.to(work), wide_signs)
+        return Q.to(reflectors.dtype)
+    signs = None if signs is None else signs.detach().to(reflectors.dtype)
+    if k != n or not _in_blocks(n):
+        Q = householder_product(reflectors)
+        return B @ (Q if signs is None else Q * signs.unsqueeze(-2))
     B = B.detach()
-    if B.shape[:-2] != reflectors.shape[:-2]:
-        batch = torch.broadcast_shapes(B.shape[:-2], reflectors.shape[:-2])
-        B, reflectors = B.expand(*batch, n, n), reflectors.expand(*batch, n, n)
+    batch = torch.broadcast_shapes(
+        B.shape[:-2], reflectors.shape[:-2], () if signs is None else signs.shape[:-1]
+    )
+    B, reflectors = B.expand(*batch, n, n), reflectors.expand(*batch, n, n)
+    signs = None if signs is None else signs.expand(*batch, n)
     if torch.is_grad_enabled() and reflectors.requires_grad:
-        return _RotatedHouseholder.apply(B, reflectors)[0]
-    return _rotated_forward(B, reflectors, keep_states=False)[0]
+        return _RotatedHouseholder.apply(B, reflectors, signs)[0]
+    return _rotated_forward(B, reflectors, signs, keep_states=False)[0]
 
 
 @torch.no_grad()

@@ -97,8 +97,9 @@ def _column_signs(X: Tensor) -> Tensor:
     # optimizer does, and reads -0.0 (where decoupled weight decay eventually takes a -1) as -1.
     # Read without a gradient: the signs are piecewise constant (a tracked copysign_ only made
     # the backward form a zero gradient for them and scatter it onto X's diagonal).
+    # Shape (..., k): one sign per column.
     diagonal = X.detach().diagonal(dim1=-2, dim2=-1)
-    return torch.ones_like(diagonal).copysign_(diagonal).unsqueeze(-2)
+    return torch.ones_like(diagonal).copysign_(diagonal)
 
 
 def _identity_point(like: Tensor) -> Tensor:
@@ -273,10 +274,10 @@ class Orthogonal(Parametrization):
                 L = self._input(X).tril()
                 Q = rotated_cayley(self.base, L - L.mH)
             elif self.orthogonal_map == "householder":
-                # Square weights absorb the base product into blocks of reflectors (tall ones
-                # multiply by it afterwards, as below).
+                # Square weights absorb the base product and the signs into blocks of
+                # reflectors (tall ones multiply by the base afterwards).
                 X = self._input(X)
-                Q = rotated_householder(self.base, X) * _column_signs(X)
+                Q = rotated_householder(self.base, X, _column_signs(X))
             else:
                 Q = self.base @ self._tall_map(X)
         return Q.mT if transposed else Q
@@ -300,7 +301,7 @@ class Orthogonal(Parametrization):
         # X is (..., n, k) with n >= k.
         X = self._input(X)
         if self.orthogonal_map == "householder":
-            return householder_product(X) * _column_signs(X)
+            return householder_product(X) * _column_signs(X).unsqueeze(-2)
         if X.size(-2) == X.size(-1):
             L = X.tril()
             A = L - L.mH
@@ -502,7 +503,7 @@ class Orthogonal(Parametrization):
         if self.orthogonal_map == "householder":
             signs = _column_signs(X)
             extra = signs.new_ones(*signs.shape[:-1], X.size(-2) - X.size(-1))
-            return householder_square(X) * torch.cat([signs, extra], dim=-1)
+            return householder_square(X) * torch.cat([signs, extra], dim=-1).unsqueeze(-2)
         L = _pad_columns(X.tril())
         A = L - L.mH
         return expm_skew(A) if self.orthogonal_map == "matrix_exp" else cayley(A)
