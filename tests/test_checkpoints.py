@@ -164,3 +164,26 @@ def test_whole_model_checkpoint_after_training(direction):
     source.eval()
     target.eval()
     torch.testing.assert_close(target(x), source(x))
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (6, 3)], ids=["square", "tall"])
+def test_full_base_is_stored_row_major_and_loads_torchs_column_major_one(shape):
+    # geoparam keeps the n x n base row-major (its kernels read it fastest so); torch's comes
+    # from a QR, column-major. The values move either way; the buffer keeps its layout.
+    torch.manual_seed(0)
+    ours = geoparam.orthogonal(Holder(shape, F64), orthogonal_map="householder")
+    theirs = torch_parametrizations.orthogonal(Holder(shape, F64), orthogonal_map="householder")
+    base = ours.parametrizations.weight[0].base
+    assert base.is_contiguous()
+    state = theirs.state_dict()
+    assert not state["parametrizations.weight.0.base"].is_contiguous()
+    ours.load_state_dict(state)
+    assert ours.parametrizations.weight[0].base.is_contiguous()
+    assert torch.equal(
+        ours.parametrizations.weight[0].base, state["parametrizations.weight.0.base"]
+    )
+    assert_close_relative(ours.weight, theirs.weight, RTOL[F64])
+    # Re-basing keeps the layout too.
+    geoparam.update_base(ours)
+    assert ours.parametrizations.weight[0].base.is_contiguous()
+    assert_close_relative(ours.weight, theirs.weight, RTOL[F64])
