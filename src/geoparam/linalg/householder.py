@@ -458,18 +458,19 @@ def rotated_householder(B: Tensor, reflectors: Tensor, signs: Tensor | None = No
     then multiplies by one sign each (``signs``, read from the diagonal of ``reflectors``).
 
     For square reflectors (``n x n``) of at least 128 columns, the product is accumulated from
-    the left, ``B H₁ ⋯ H_n``, a block of 64 reflectors at a time (``n / 16`` above
-    ``n = 1024``): a block changes only the columns of the running product from its first
-    reflector on, and in the UT form ``I - Y T Yᵀ`` (see :func:`householder_product`) it costs
-    three products with ``n x b`` panels. The base is thereby absorbed into the blocks instead of
-    costing a product of its own, and no ``n x n`` triangular factor is formed: at ``n = 512``
-    about ``1.25 n³`` multiply-adds forward and ``2.4 n³`` backward (``n³`` and ``2 n³`` in the
-    limit of small blocks), against ``2.6 n³`` and ``4.3 n³`` for the UT form followed by the
-    base product. The blocks' triangular factors are computed together, in a few batched calls,
-    and the signs are applied to the result and to the incoming cotangent in passes the kernel
-    makes anyway. The backward differentiates the blocks explicitly, with matrix products only.
-    The saved states (one per block) hold about ``n² (n / b + 1) / 2`` numbers for blocks of
-    ``b``.
+    the left, ``B H₁ ⋯ H_n``, a block of reflectors at a time (64 below ``n = 256``, then
+    ``n / 8``, at least 128): a block changes only the columns of the running product from its
+    first reflector on, and in the UT form ``I - Y T Yᵀ`` (see :func:`householder_product`) it
+    costs three products with ``n x b`` panels. The base is thereby absorbed into the blocks
+    instead of costing a product of its own, and no ``n x n`` triangular factor is formed: at
+    ``n = 512`` with blocks of 64, about ``1.25 n³`` multiply-adds forward and ``2.4 n³``
+    backward (``n³`` and ``2 n³`` in the limit of small blocks), against ``2.6 n³`` and ``4.3 n³``
+    for the UT form followed by the base product; wider blocks do slightly more in wider
+    products, which ran faster. The blocks' triangular factors are computed together, in a few
+    batched calls, and the signs are applied to the result and to the incoming cotangent in
+    passes the kernel makes anyway. The backward differentiates the blocks explicitly, with
+    matrix products only. The saved states (one per block) hold about ``n² (n / b + 1) / 2``
+    numbers for blocks of ``b``.
 
     Tall reflectors (``n > k``), and squares below 128, are computed as
     ``B @ (householder_product(reflectors) · diag(signs))``: there the running product would be
