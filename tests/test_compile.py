@@ -29,6 +29,7 @@ Known limitation, as a strict xfail (it turns into a failure once fixed, to be r
 from __future__ import annotations
 
 import copy
+import importlib
 import itertools
 import shutil
 
@@ -39,6 +40,9 @@ from torch._dynamo.utils import counters
 
 import geoparam
 from geoparam.linalg import householder
+
+# The module (geoparam.linalg re-exports its function `cayley` under the same name).
+cayley_kernels = importlib.import_module("geoparam.linalg.cayley")
 
 MAPS = ("matrix_exp", "cayley", "householder")
 
@@ -163,6 +167,14 @@ def test_compiled_householder_blocks_match_eager(monkeypatch):
     # n >= 128 at the real block size); blocks of 2 bring that path to a 6 x 6 weight.
     monkeypatch.setattr(householder, "_BLOCK", 2)
     test_compiled_orthogonal_matches_eager("householder", (6, 6), torch.float32, 0.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
+def test_compiled_cayley_lu_matches_eager(monkeypatch, dtype):
+    # Square Cayley weights keep the LU factors of 2I - A for the backward from n = 256 on
+    # (geoparam.linalg.rotated_cayley_lower); _LU_FROM = 2 brings that path to a 5 x 5 weight.
+    monkeypatch.setattr(cayley_kernels, "_LU_FROM", 2)
+    test_compiled_orthogonal_matches_eager("cayley", (5, 5), dtype, 0.5)
 
 
 def _norm_model(constrain) -> nn.Sequential:
@@ -472,6 +484,12 @@ def test_export_householder_blocks_without_host_sync(monkeypatch):
     monkeypatch.setattr(householder, "_BLOCK", 2)
     test_export_eval_model("householder-square")
     test_exported_graph_has_no_host_sync("householder-square")
+
+
+def test_export_cayley_lu_route_without_host_sync(monkeypatch):
+    monkeypatch.setattr(cayley_kernels, "_LU_FROM", 2)
+    test_export_eval_model("cayley-square")
+    test_exported_graph_has_no_host_sync("cayley-square")
 
 
 @pytest.mark.parametrize("case", list(EXPORT_CASES))

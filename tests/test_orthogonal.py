@@ -85,6 +85,13 @@ def test_parity_with_torch_householder_in_blocks(shape):
     test_parity_with_torch("householder", torch.float64, shape, True)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_parity_with_torch_cayley_lu(dtype):
+    # From n = 256 on, square Cayley weights keep one LU of 2I - A for both passes
+    # (geoparam.linalg.rotated_cayley_lower): still torch's weight and gradients.
+    test_parity_with_torch("cayley", dtype, (256, 256), True)
+
+
 @pytest.mark.parametrize("use_trivialization", TRIVIALIZATION)
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 @pytest.mark.parametrize(("orthogonal_map", "dtype"), MAP_DTYPES, ids=MAP_DTYPE_IDS)

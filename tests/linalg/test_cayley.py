@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +12,10 @@ from hypothesis import strategies as st
 from kernel_testing import randn, relative_error, value_and_grad
 
 from geoparam.linalg import qr_positive
-from geoparam.linalg.cayley import cayley, rotated_cayley
+from geoparam.linalg.cayley import cayley, rotated_cayley, rotated_cayley_lower
+
+# The module itself (geoparam.linalg re-exports its function `cayley` under the same name).
+cayley_module = importlib.import_module("geoparam.linalg.cayley")
 
 REAL_AND_COMPLEX = [torch.float64, torch.complex128]
 SINGLE = [torch.float32, torch.complex64]
@@ -214,3 +219,104 @@ def test_rotated_cayley_half_precision_and_bad_shapes():
         rotated_cayley(torch.eye(3), A)
     with pytest.raises(ValueError, match="square matrices"):
         rotated_cayley(torch.eye(4), torch.zeros(4, 3))
+
+
+# --- rotated_cayley_lower: the skew part and the base product in one LU -------------------------
+
+
+@pytest.fixture
+def lu_from_small(monkeypatch):
+    """The LU route from n = 4 on, so that matrices small enough for gradcheck take it."""
+    monkeypatch.setattr(cayley_module, "_LU_FROM", 4)
+
+
+def _lower_oracle(B: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    L = X.tril()
+    return B @ torch_cayley(L - L.mH)
+
+
+@pytest.mark.parametrize("lu", [True, False], ids=["lu", "below-lu"])
+@pytest.mark.parametrize("dtype", REAL_AND_COMPLEX)
+@pytest.mark.parametrize("batch", [(), (3,)])
+def test_rotated_cayley_lower_matches_torch(monkeypatch, lu, dtype, batch):
+    if lu:
+        monkeypatch.setattr(cayley_module, "_LU_FROM", 4)
+    B = _unitary(*batch, 7, 7, seed=11, dtype=dtype)
+    X = 2.0 * randn(*batch, 7, 7, seed=12, dtype=dtype)
+    G = randn(*batch, 7, 7, seed=13, dtype=dtype)
+    value, grad = value_and_grad(lambda X: rotated_cayley_lower(B, X), X, G)
+    expected, expected_grad = value_and_grad(lambda X: _lower_oracle(B, X), X, G)
+    torch.testing.assert_close(value, expected, atol=1e-12, rtol=0)
+    torch.testing.assert_close(grad, expected_grad, atol=1e-12, rtol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(rotated_cayley_lower(B, X), value, atol=1e-13, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", REAL_AND_COMPLEX)
+def test_rotated_cayley_lower_gradcheck_and_broadcasts(lu_from_small, dtype):
+    B = _unitary(5, 5, seed=14, dtype=dtype)
+    X = randn(2, 5, 5, seed=15, dtype=dtype).requires_grad_()
+    assert torch.autograd.gradcheck(lambda X: rotated_cayley_lower(B, X), (X,))
+    # A batch of bases for one X: the gradient sums over the batch.
+    bases = _unitary(3, 5, 5, seed=16, dtype=dtype)
+    single = randn(5, 5, seed=17, dtype=dtype).requires_grad_()
+    assert rotated_cayley_lower(bases, single).shape == (3, 5, 5)
+    assert torch.autograd.gradcheck(lambda X: rotated_cayley_lower(bases, X), (single,))
+
+
+def test_rotated_cayley_lower_takes_no_base_gradient_nor_second_derivatives(lu_from_small):
+    B = _unitary(6, 6, seed=18).requires_grad_()
+    X = randn(6, 6, seed=19).requires_grad_()
+    (grad,) = torch.autograd.grad(rotated_cayley_lower(B, X), X, randn(6, 6, seed=20), True)
+    assert not grad.requires_grad
+    rotated_cayley_lower(B, X).sum().backward()
+    assert B.grad is None
+
+
+@pytest.mark.parametrize("dtype", SINGLE)
+@pytest.mark.parametrize("n", [256, 300])
+def test_rotated_cayley_lower_in_single_precision(dtype, n):
+    B = _unitary(n, n, seed=21, dtype=WIDE[dtype])
+    X = randn(n, n, seed=22, dtype=WIDE[dtype]) * 0.1
+    G = randn(n, n, seed=23, dtype=WIDE[dtype])
+    reference, grad_reference = value_and_grad(lambda X: _lower_oracle(B, X), X, G)
+    value, grad = value_and_grad(
+        lambda X: rotated_cayley_lower(B.to(dtype), X), X.to(dtype), G.to(dtype)
+    )
+    eye = torch.eye(n, dtype=WIDE[dtype])
+    Q = value.to(WIDE[dtype])
+    assert (Q.mH @ Q - eye).abs().max().item() <= 10 * n * torch.finfo(torch.float32).eps
+    assert relative_error(Q, reference) < 1e-5
+    assert relative_error(grad.to(WIDE[dtype]), grad_reference) < 1e-5
+
+
+def test_rotated_cayley_lower_vmap_and_compile(lu_from_small):
+    B = _unitary(3, 6, 6, seed=24, dtype=torch.float32)
+    X = randn(3, 6, 6, seed=25, dtype=torch.float32)
+    G = randn(3, 6, 6, seed=26, dtype=torch.float32)
+
+    def loss(base, X, cotangent):
+        return (rotated_cayley_lower(base, X) * cotangent).sum()
+
+    per_matrix = torch.func.vmap(torch.func.grad(loss, argnums=1))(B, X, G)
+    _, expected = value_and_grad(lambda X: rotated_cayley_lower(B, X), X, G)
+    torch.testing.assert_close(per_matrix, expected)
+    torch._dynamo.reset()
+    compiled = torch.compile(
+        lambda X: rotated_cayley_lower(B, X), fullgraph=True, backend="aot_eager"
+    )
+    _, grad = value_and_grad(compiled, X, G)
+    torch.testing.assert_close(grad, expected)
+
+
+def test_rotated_cayley_lower_half_precision_and_bad_shapes(lu_from_small):
+    B = _unitary(6, 6, seed=27, dtype=torch.float32)
+    X = randn(6, 6, seed=28, dtype=torch.float32)
+    Q = rotated_cayley_lower(B.bfloat16(), X.bfloat16().requires_grad_())
+    assert Q.dtype == torch.bfloat16
+    torch.testing.assert_close(Q.float(), _lower_oracle(B, X.bfloat16().float()), atol=3e-2, rtol=0)
+    with pytest.raises(ValueError, match="one size"):
+        rotated_cayley_lower(torch.eye(5), X)
+    with pytest.raises(ValueError, match="square matrices"):
+        rotated_cayley_lower(torch.eye(6), torch.zeros(6, 5))
+    assert rotated_cayley_lower(torch.eye(0), torch.zeros(0, 0)).shape == (0, 0)

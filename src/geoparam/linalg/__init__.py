@@ -1,6 +1,6 @@
 """Kernels: differentiable functions on tensors, with no knowledge of modules."""
 
-from .cayley import cayley, rotated_cayley
+from .cayley import cayley, rotated_cayley, rotated_cayley_lower
 from .conv import ConvOperator, operator_power_iteration_
 from .conv_spectrum import conv_singular_values, project_conv_operator_norm
 from .expm import expm_skew
@@ -25,6 +25,7 @@ __all__ = [
     "project_conv_operator_norm",
     "qr_positive",
     "rotated_cayley",
+    "rotated_cayley_lower",
     "rotated_householder",
     "solve_lyapunov",
     "stiefel_cayley",

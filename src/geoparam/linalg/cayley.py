@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ._precision import working_dtype
 
-__all__ = ["cayley", "rotated_cayley"]
+__all__ = ["cayley", "rotated_cayley", "rotated_cayley_lower"]
 
 
 def _half_inverse(A: Tensor, B: Tensor | None = None) -> Tensor:
@@ -185,3 +186,111 @@ def rotated_cayley(B: Tensor, A: Tensor) -> Tensor:
     if torch.is_grad_enabled() and A.requires_grad:
         return _RotatedCayley.apply(B.detach(), A)[0]
     return 2.0 * _half_inverse(A, B) - B
+
+
+# From this size on, rotated_cayley_lower keeps the LU factors for its backward. Forward +
+# backward with 2 threads, float32: 11.7 ms against 13.6 for rotated_cayley at n = 512, 104
+# against 115 at 1024, a tie at 128 and 256, and 14 % slower for 64 matrices of 32 x 32 (LAPACK's
+# solves go matrix by matrix, where the products are batched).
+_LU_FROM = 256
+
+
+def _doubled_system(X: Tensor) -> Tensor:
+    """``2I - A`` for ``A = tril(X) - tril(X)ᴴ``: twice the Cayley map's ``I - A/2``."""
+    L = X.tril()
+    M = L.mH - L
+    M.diagonal(dim1=-2, dim2=-1).add_(2.0)
+    return M
+
+
+class _RotatedCayleyLower(torch.autograd.Function):
+    """``B cayley(tril(X) - tril(X)ᴴ)``, one LU for both passes; see :func:`rotated_cayley_lower`.
+
+    Written with ``setup_context`` (the form torch.func's transforms take): ``Z``, the LU
+    factors and the pivots are outputs so that the backward can have them.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(B: Tensor, X: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        # With N = 2I - A = 2M: B M⁻¹ = 2 B N⁻¹, so the map's 2 B M⁻¹ - B is 4 Z - B for
+        # Z = B N⁻¹, kept as 4 Z. N is factored through its transpose (Z N = B is Nᵀ Zᵀ = Bᵀ):
+        # LAPACK reads the row-major N's memory as Nᵀ in its own column-major order.
+        N = _doubled_system(X)
+        LU, pivots, _ = torch.linalg.lu_factor_ex(N.mT)
+        Z = torch.linalg.lu_solve(LU, pivots, B.mT).mT.mul_(4.0)
+        return Z - B, Z, LU, pivots
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple[Tensor, Tensor], output: tuple[Tensor, ...]) -> None:
+        _, Z, LU, pivots = output
+        ctx.mark_non_differentiable(Z, LU, pivots)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(Z, LU, pivots)
+
+    @staticmethod
+    @once_differentiable  # the LU factors are built outside the graph: no second derivative.
+    def backward(ctx, grad_Q: Tensor | None, *_unused: None) -> tuple[None, Tensor | None]:
+        if grad_Q is None:
+            return None, None
+        Z, LU, pivots = ctx.saved_tensors
+        # dQ = (4Z) dA N⁻¹ (from d(N⁻¹) = N⁻¹ dA N⁻¹), so A's cotangent is (4Z)ᴴ G N⁻ᴴ: one
+        # product and one solve with the forward's factors (Y Nᴴ = K is N̄ Yᵀ = Kᵀ, with
+        # N̄ = (Nᵀ)ᴴ); tril(X) enters A as L - Lᴴ, so X's cotangent is tril(Ā - Āᴴ).
+        K = Z.mH @ grad_Q
+        A_bar = torch.linalg.lu_solve(LU, pivots, K.mT, adjoint=True).mT
+        return None, (A_bar - A_bar.mH).tril_()
+
+
+def rotated_cayley_lower(B: Tensor, X: Tensor) -> Tensor:
+    """``B · cayley(A)`` with ``A = tril(X) - tril(X)ᴴ``, for a ``B`` without gradient, fused.
+
+    The dynamic trivialization's weight with the Cayley map, from its unconstrained tensor:
+    :func:`rotated_cayley` with the skew matrix built inside. From ``n = 256`` on, ``2I - A`` is
+    formed in one pass and factored once (LU); the forward solves with ``B`` as the
+    right-hand side, and the backward reuses the factors for a second solve instead of forming
+    ``(I - A/2)⁻ᴴ`` by a product: one product and one solve against ``rotated_cayley``'s three
+    products, and fewer whole-matrix passes on either side (the skew matrix and its gradient
+    are never stored apart). Measured forward + backward with 2 threads in float32: 11.7 ms
+    against 13.6 ms at ``n = 512``. Smaller matrices, where LAPACK's per-matrix solves lose to
+    batched products, go through :func:`rotated_cayley`. No gradient reaches ``B``.
+
+    Args:
+        B: unitary tensor of shape ``(..., n, n)`` (broadcast against ``X``'s batch).
+        X: real or complex tensor of shape ``(..., n, n)``; only its lower triangle is read
+            (its diagonal's imaginary part, for complex ``X``). float32/64 or complex64/128;
+            half types are computed in single precision.
+
+    Returns:
+        ``B (I - A/2)⁻¹ (I + A/2)``, of ``X``'s dtype and the broadcast batch shape.
+
+    Raises:
+        ValueError: ``X`` or ``B`` is not a batch of square matrices of the same size.
+
+    Example:
+        >>> B = torch.linalg.qr(torch.randn(4, 4)).Q
+        >>> X = torch.randn(4, 4)
+        >>> A = X.tril() - X.tril().mT
+        >>> torch.allclose(rotated_cayley_lower(B, X), B @ cayley(A), atol=1e-5)
+        True
+    """
+    if X.dim() < 2 or X.size(-1) != X.size(-2) or B.dim() < 2 or B.shape[-2:] != X.shape[-2:]:
+        raise ValueError(
+            "rotated_cayley_lower expects square matrices (..., n, n) of one size, got B of "
+            f"shape {tuple(B.shape)} and X of shape {tuple(X.shape)}"
+        )
+    work = working_dtype(X.dtype)
+    if work != X.dtype:
+        return rotated_cayley_lower(B.to(work), X.to(work)).to(X.dtype)
+    if X.size(-1) < _LU_FROM:
+        L = X.tril()
+        return rotated_cayley(B, L - L.mH)
+    B = B.detach()
+    if torch.is_grad_enabled() and X.requires_grad:
+        batch = torch.broadcast_shapes(B.shape[:-2], X.shape[:-2])
+        n = X.size(-1)
+        return _RotatedCayleyLower.apply(B, X.expand(*batch, n, n))[0]
+    N = _doubled_system(X)
+    Z = torch.linalg.solve_ex(N, B.expand_as(N), left=False)[0]
+    return Z.mul_(4.0).sub_(B)

@@ -19,7 +19,7 @@ from ..linalg import (
     is_orthogonal,
     polar,
     qr_positive,
-    rotated_cayley,
+    rotated_cayley_lower,
     rotated_householder,
     stiefel_cayley,
     stiefel_expm,
@@ -278,9 +278,8 @@ class Orthogonal(Parametrization):
             if self.compact_base:
                 Q = self._compact_map(self.base.mT if transposed else self.base, X)
             elif self.orthogonal_map == "cayley" and X.size(-2) == X.size(-1):
-                # The base product fused into the map's solve (one product fewer).
-                L = self._input(X).tril()
-                Q = rotated_cayley(self.base, L - L.mH)
+                # The base product and the skew part fused into the map's solve.
+                Q = rotated_cayley_lower(self.base, self._input(X))
             elif self.orthogonal_map == "householder":
                 # Square weights absorb the base product and the signs into blocks of
                 # reflectors (tall ones multiply by the base afterwards).
