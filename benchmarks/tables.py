@@ -103,7 +103,7 @@ HIGHLIGHTS: tuple[Highlight, ...] = (
         "`householder`, square 64×64 to 1024×1024",
         _cases("householder", _SQUARE),
         why="products in the compact-WY form where torch's backward loops over the reflectors; "
-        "from 128×128 on, the base is absorbed into blocks of 64 reflectors",
+        "from 128×128 on, the base is absorbed into blocks of reflectors (64, 128 from 256×256)",
     ),
     Highlight(
         "`householder`, tall 1024×64 and 4096×64",
@@ -164,8 +164,9 @@ HIGHLIGHTS: tuple[Highlight, ...] = (
     Highlight(
         "`cayley`, square 64×64 to 1024×1024",
         _cases("cayley", _SQUARE),
-        why="one LU solve in both; geoparam's backward is two products, torch's another solve "
-        "and a product",
+        why="one LU factorisation in both; geoparam's solve takes the base as its right-hand "
+        "side, and from 256×256 on its backward is one solve with those factors and one "
+        "product, torch's one solve and two products",
     ),
     Highlight(
         "forward only, `cayley` square",
@@ -178,7 +179,7 @@ HIGHLIGHTS: tuple[Highlight, ...] = (
         _cases("householder", _SQUARE),
         mode="forward",
         why="LAPACK's `orgqr` and the base product at 64×64, as in torch; from 128×128 on, "
-        "blocks of 64 reflectors that absorb the base",
+        "blocks of reflectors that absorb the base",
     ),
     Highlight(
         "forward only, `householder` tall 1024×64 and 4096×64",
