@@ -25,3 +25,26 @@ def value_and_grad(
     Q = f(leaf)
     (grad,) = torch.autograd.grad(Q, leaf, G)
     return Q.detach(), grad
+
+
+def assert_vmap_and_compile_agree(
+    kernel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    B: torch.Tensor,
+    X: torch.Tensor,
+    G: torch.Tensor,
+    backend: str,
+) -> None:
+    """``kernel(B, X)``'s gradient with respect to ``X`` for the cotangent ``G``, as eager
+    autograd gives it, equals the one from ``vmap(grad(...))`` over the batch and the one of
+    ``torch.compile(fullgraph=True)`` with ``backend``."""
+
+    def loss(base: torch.Tensor, x: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
+        return (kernel(base, x) * cotangent).sum()
+
+    per_matrix = torch.func.vmap(torch.func.grad(loss, argnums=1))(B, X, G)
+    _, expected = value_and_grad(lambda x: kernel(B, x), X, G)
+    torch.testing.assert_close(per_matrix, expected)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x: kernel(B, x), fullgraph=True, backend=backend)
+    _, grad = value_and_grad(compiled, X, G)
+    torch.testing.assert_close(grad, expected)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from kernel_testing import randn, relative_error, value_and_grad
+from kernel_testing import assert_vmap_and_compile_agree, randn, relative_error, value_and_grad
 
 from geoparam.linalg import householder
 from geoparam.linalg.householder import householder_product, rotated_householder
@@ -398,17 +398,7 @@ def test_rotated_householder_vmap_and_compile(small_blocks):
     B = _orthogonal_base(3, 8, 8, seed=55, dtype=torch.float32)
     A = randn(3, 8, 8, seed=56, dtype=torch.float32)
     G = randn(3, 8, 8, seed=57, dtype=torch.float32)
-
-    def loss(base, X, cotangent):
-        return (rotated_householder(base, X) * cotangent).sum()
-
-    per_matrix = torch.func.vmap(torch.func.grad(loss, argnums=1))(B, A, G)
-    _, expected = value_and_grad(lambda X: rotated_householder(B, X), A, G)
-    torch.testing.assert_close(per_matrix, expected)
-    torch._dynamo.reset()
-    compiled = torch.compile(lambda X: rotated_householder(B, X), fullgraph=True, backend="eager")
-    _, grad = value_and_grad(compiled, A, G)
-    torch.testing.assert_close(grad, expected)
+    assert_vmap_and_compile_agree(rotated_householder, B, A, G, backend="eager")
 
 
 def test_rotated_householder_empty_and_bad_inputs():

@@ -287,10 +287,12 @@ def rotated_cayley_lower(B: Tensor, X: Tensor) -> Tensor:
         L = X.tril()
         return rotated_cayley(B, L - L.mH)
     B = B.detach()
+    # X at the output's batch: a base shared by a batch broadcasts in the products and solves,
+    # and the backward's cotangent of X is summed over what was broadcast.
+    n = X.size(-1)
+    X = X.expand(*torch.broadcast_shapes(B.shape[:-2], X.shape[:-2]), n, n)
     if torch.is_grad_enabled() and X.requires_grad:
-        batch = torch.broadcast_shapes(B.shape[:-2], X.shape[:-2])
-        n = X.size(-1)
-        return _RotatedCayleyLower.apply(B, X.expand(*batch, n, n))[0]
+        return _RotatedCayleyLower.apply(B, X)[0]
     N = _doubled_system(X)
     Z = torch.linalg.solve_ex(N, B.expand_as(N), left=False)[0]
     return Z.mul_(4.0).sub_(B)
