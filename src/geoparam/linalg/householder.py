@@ -277,28 +277,17 @@ def _minus_product(C: Tensor, A: Tensor, B: Tensor) -> Tensor:
     return C - A @ B
 
 
-def _subtract_product_(C: Tensor, A: Tensor, B: Tensor) -> None:
-    """``C -= A @ B`` in place (``C`` may be a view with strided rows)."""
+def _accumulate_product_(
+    C: Tensor, A: Tensor, B: Tensor, *, beta: float = 1.0, alpha: float = 1.0
+) -> None:
+    """``C = beta C + alpha A @ B`` in place (``C`` may be a view with strided rows): one
+    accumulating product for matrices, a product and an update for stacks of them."""
     if C.dim() == 2:
-        C.addmm_(A, B, alpha=-1.0)
-    else:
-        C.sub_(A @ B)
-
-
-def _add_product_(C: Tensor, A: Tensor, B: Tensor) -> None:
-    """``C += A @ B`` in place."""
-    if C.dim() == 2:
-        C.addmm_(A, B)
-    else:
-        C.add_(A @ B)
-
-
-def _negate_add_product_(C: Tensor, A: Tensor, B: Tensor) -> None:
-    """``C = A @ B - C`` in place."""
-    if C.dim() == 2:
-        C.addmm_(A, B, beta=-1.0)
-    else:
-        C.neg_().add_(A @ B)
+        C.addmm_(A, B, beta=beta, alpha=alpha)
+        return
+    if beta != 1.0:
+        C.mul_(beta)
+    C.add_(A @ B, alpha=alpha)
 
 
 def _block_factors(V0: Tensor, blocks: list[tuple[int, int]]) -> list[Tensor]:
@@ -411,13 +400,13 @@ def _rotated_backward(
         P_bar = PT_bar @ T.mT
         T_bar = P.mT @ PT_bar
         Y_bar_t = P_bar.mT @ S
-        _add_product_(Y_bar_t, PT.mT, G_S)
+        _accumulate_product_(Y_bar_t, PT.mT, G_S)
         if index:
             # The base takes no gradient: the first block's cotangent of S is not needed.
-            _subtract_product_(G_S, P_bar, Y.mT)
+            _accumulate_product_(G_S, P_bar, Y.mT, alpha=-1.0)
         T_t = T.mT
         Pi = _halve_diagonal((T_t @ T_bar @ T_t).triu_())
-        _negate_add_product_(Y_bar_t, Pi + Pi.mT, Y.mT)
+        _accumulate_product_(Y_bar_t, Pi + Pi.mT, Y.mT, beta=-1.0)
         grad[..., start:, start:stop] = Y_bar_t.mT
     return grad.tril_(diagonal=-1)
 
@@ -523,11 +512,11 @@ def rotated_householder(B: Tensor, reflectors: Tensor, signs: Tensor | None = No
         wide_signs = None if signs is None else signs.to(work)
         Q = rotated_householder(B.to(work), reflectors.to(work), wide_signs)
         return Q.to(reflectors.dtype)
+    B = B.detach()
     signs = None if signs is None else signs.detach().to(reflectors.dtype)
     if k != n or not _in_blocks(n):
         Q = householder_product(reflectors)
         return B @ (Q if signs is None else Q * signs.unsqueeze(-2))
-    B = B.detach()
     batch = torch.broadcast_shapes(
         B.shape[:-2], reflectors.shape[:-2], () if signs is None else signs.shape[:-1]
     )
